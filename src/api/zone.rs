@@ -1,0 +1,198 @@
+//! Zone names and the zone allocator handles.
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+
+/// The four memory zones of zonal.
+///
+/// Every allocation belongs to exactly one zone, and every segment holds
+/// memory of one zone only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Zone {
+    /// Garbage-collected memory.
+    Gc = 0,
+    /// Manually managed memory: what `Box`, `Vec` and every other global
+    /// allocation use by default.
+    Manual = 1,
+    /// Memory at stable addresses, never moved or collected.
+    Pinned = 2,
+    /// Per-thread LIFO frames, freed wholesale at frame end.
+    Stack = 3,
+}
+
+impl Zone {
+    /// The zone's lower-case name, as printed in statistics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Zone::Gc => "gc",
+            Zone::Manual => "manual",
+            Zone::Pinned => "pinned",
+            Zone::Stack => "stack",
+        }
+    }
+}
+
+impl core::fmt::Display for Zone {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The manual zone as an [`Allocator`] (allocator-api2 0.2, the trait that
+/// hashbrown and bumpalo use; with the `nightly` feature also core's).
+///
+/// It serves the same memory as [`Zonal`](crate::Zonal): a block allocated
+/// through either may be freed through either.
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// let mut v = Vec::new_in(zonal::ManualZone);
+/// v.extend([1, 2, 3]);
+/// assert_eq!(v.iter().sum::<i32>(), 6);
+///
+/// let mut map = hashbrown::HashMap::new_in(zonal::ManualZone);
+/// map.insert("zone", "manual");
+/// assert_eq!(map["zone"], "manual");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ManualZone;
+
+/// A zero-sized allocation: a dangling pointer aligned for `layout`.
+fn dangling(layout: Layout) -> NonNull<[u8]> {
+    // SAFETY: an alignment is never zero.
+    let ptr = unsafe { NonNull::new_unchecked(ptr::null_mut::<u8>().wrapping_add(layout.align())) };
+    NonNull::slice_from_raw_parts(ptr, 0)
+}
+
+fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
+    NonNull::new(ptr).map(|p| NonNull::slice_from_raw_parts(p, len)).ok_or(AllocError)
+}
+
+/// Implements `Allocator` for a page-backed zone handle.
+macro_rules! page_zone_allocator {
+    ($handle:ty, $zone:expr) => {
+        // SAFETY: blocks come from zonal's page heaps, stay valid until
+        // deallocated through any handle of the same zone (or `Zonal` for the
+        // manual zone), and cloning the (zero-sized) handle changes nothing.
+        unsafe impl Allocator for $handle {
+            #[inline]
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+                if layout.size() == 0 {
+                    return Ok(dangling(layout));
+                }
+                block(crate::alloc::alloc($zone, layout.size(), layout.align()), layout.size())
+            }
+
+            #[inline]
+            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+                if layout.size() == 0 {
+                    return Ok(dangling(layout));
+                }
+                block(crate::alloc::alloc_zeroed($zone, layout.size(), layout.align()), layout.size())
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+                if layout.size() != 0 {
+                    // SAFETY: the caller passes a block this zone allocated
+                    // with `layout` and gives it up.
+                    unsafe { crate::free::free(ptr.as_ptr(), layout.size()) }
+                }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: forwarded contract of `Allocator::grow`.
+                unsafe { resize(self, ptr, old, new, false) }
+            }
+
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: forwarded contract of `Allocator::grow_zeroed`.
+                unsafe { resize(self, ptr, old, new, true) }
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: forwarded contract of `Allocator::shrink`.
+                unsafe { resize(self, ptr, old, new, false) }
+            }
+        }
+
+        #[cfg(feature = "nightly")]
+        // SAFETY: the same contract as the allocator-api2 implementation,
+        // to which every method forwards.
+        unsafe impl core::alloc::Allocator for $handle {
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+                Allocator::allocate(self, layout).map_err(|_| core::alloc::AllocError)
+            }
+            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+                Allocator::allocate_zeroed(self, layout).map_err(|_| core::alloc::AllocError)
+            }
+            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+                // SAFETY: forwarded contract.
+                unsafe { Allocator::deallocate(self, ptr, layout) }
+            }
+            unsafe fn grow(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+                // SAFETY: forwarded contract.
+                unsafe { Allocator::grow(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
+            }
+            unsafe fn grow_zeroed(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+                // SAFETY: forwarded contract.
+                unsafe { Allocator::grow_zeroed(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
+            }
+            unsafe fn shrink(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+                // SAFETY: forwarded contract.
+                unsafe { Allocator::shrink(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
+            }
+        }
+    };
+}
+
+page_zone_allocator!(ManualZone, crate::Zone::Manual);
+
+/// Grow or shrink through `realloc` (in place when the block allows),
+/// handling zero sizes and zero-filling the new tail when asked.
+///
+/// # Safety
+/// The contract of `Allocator::grow`/`shrink`: `ptr` is a block of `alloc`
+/// allocated with `old`, and `new` is larger (grow) or smaller (shrink).
+unsafe fn resize<A: Allocator>(
+    alloc: &A,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+    zero_tail: bool,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if old.size() == 0 {
+        return if zero_tail { alloc.allocate_zeroed(new) } else { alloc.allocate(new) };
+    }
+    if new.size() == 0 {
+        // SAFETY: the caller gives up the old block.
+        unsafe { alloc.deallocate(ptr, old) };
+        return Ok(dangling(new));
+    }
+    let align = old.align().max(new.align());
+    // SAFETY: `ptr` is a live block of `old.size()` bytes (the contract).
+    let p = unsafe { crate::alloc::realloc(ptr.as_ptr(), old.size(), align, new.size()) };
+    let out = block(p, new.size())?;
+    if zero_tail && new.size() > old.size() {
+        // SAFETY: the new block holds `new.size()` bytes.
+        unsafe { ptr::write_bytes(p.add(old.size()), 0, new.size() - old.size()) };
+    }
+    Ok(out)
+}

@@ -1,0 +1,229 @@
+//! Pages: runs of equal-sized blocks inside a segment, and the three free
+//! lists that make the fast paths cheap (after mimalloc's free-list sharding).
+//!
+//! * `free` — blocks ready to hand out. Only the owner pops it.
+//! * `local_free` — blocks the owner freed. Only the owner pushes it; it is
+//!   moved to `free` when `free` runs dry, which keeps the allocation fast
+//!   path a single pop and lets the slow path notice "this page has been
+//!   freed into" at a bounded rate.
+//! * `thread_free` — blocks other threads freed (see [`thread_free`]).
+//!
+//! Blocks are carved lazily (`capacity` of `reserved` so far), a few KiB at a
+//! time, so a page that is only partly used is only partly resident.
+//!
+//! Ownership invariant: the *owner* (the heap whose id is in `owner`) is
+//! the only thread that reads or writes the `Cell` fields and the page's
+//! words of the segment's allocation bitmap. `owner == 0` means nobody owns
+//! the page: it is in the abandoned pool or detached as full, and every free
+//! to it goes through `thread_free`. The segment lock protects `in_use`.
+//!
+//! Allocation-bitmap invariant: a block's bit (by 16-byte granule of its
+//! start) is set exactly while the block is handed out to the program or
+//! sits in `thread_free` waiting for collection. A free whose bit is clear
+//! is a double free or not a block start, and is reported.
+
+pub(crate) mod thread_free;
+
+use crate::size_class::{self, GRANULE};
+use core::cell::Cell;
+use core::ptr;
+use thread_free::Block;
+
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Bytes of fresh blocks carved per extension of a page.
+const EXTEND_BYTES: usize = 4096;
+
+/// Page metadata. All-zero bytes are a valid "unused" page, which is what a
+/// fresh or decommitted segment header holds.
+#[repr(C)]
+pub(crate) struct Page {
+    pub(crate) free: Cell<*mut Block>,
+    pub(crate) used: Cell<u32>,
+    pub(crate) capacity: Cell<u32>,
+    pub(crate) local_free: Cell<*mut Block>,
+    pub(crate) block_size: Cell<usize>,
+    pub(crate) reserved: Cell<u32>,
+    pub(crate) bin: Cell<u8>,
+    /// Every block now in `free` reads as zero past its link word.
+    pub(crate) free_is_zero: Cell<bool>,
+    /// Handed out by its segment (segment lock).
+    pub(crate) in_use: Cell<bool>,
+    /// First byte of the block area.
+    pub(crate) area: Cell<*mut u8>,
+    /// Links in a heap's page queue or in the abandoned pool.
+    pub(crate) prev: Cell<*mut Page>,
+    pub(crate) next: Cell<*mut Page>,
+    /// Id of the owning heap, 0 when none.
+    pub(crate) owner: AtomicUsize,
+    pub(crate) thread_free: AtomicUsize,
+}
+
+#[cfg(not(loom))]
+/// `Page` is shared between threads through raw pointers under the
+/// ownership invariant in the module docs.
+#[cfg(not(loom))]
+pub(crate) struct SharedPage(pub(crate) Page);
+#[cfg(not(loom))]
+// SAFETY: cross-thread access to the `Cell` fields is excluded by the
+// ownership invariant (only the owner touches them; ownership moves through
+// Release/Acquire operations on the pool lock or `thread_free`).
+unsafe impl Sync for SharedPage {}
+
+/// The page every empty direct-table slot points at: it never has a free
+/// block, so the allocation fast path needs no null check.
+pub(crate) static EMPTY_PAGE: SharedPage = SharedPage(Page::EMPTY);
+
+#[cfg(not(loom))]
+impl Page {
+    pub(crate) const EMPTY: Page = Page {
+        free: Cell::new(ptr::null_mut()),
+        used: Cell::new(0),
+        capacity: Cell::new(0),
+        local_free: Cell::new(ptr::null_mut()),
+        block_size: Cell::new(0),
+        reserved: Cell::new(0),
+        bin: Cell::new(0),
+        free_is_zero: Cell::new(false),
+        in_use: Cell::new(false),
+        area: Cell::new(ptr::null_mut()),
+        prev: Cell::new(ptr::null_mut()),
+        next: Cell::new(ptr::null_mut()),
+        owner: AtomicUsize::new(0),
+        thread_free: AtomicUsize::new(0),
+    };
+
+    /// The page that the direct table's empty slots point at.
+    #[inline(always)]
+    pub(crate) fn empty() -> *mut Page {
+        &EMPTY_PAGE.0 as *const Page as *mut Page
+    }
+}
+
+impl Page {
+
+    /// Prepares a page fresh from its segment for blocks of `bin`, owned by
+    /// `owner`. `area_len` bytes start at `area`; `zeroed` says whether they
+    /// read as zero.
+    pub(crate) fn init(&self, bin: usize, area: *mut u8, area_len: usize, owner: usize, zeroed: bool) {
+        let block_size = size_class::block_size_of(bin);
+        self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
+        self.used.set(0);
+        self.capacity.set(0);
+        self.block_size.set(block_size);
+        self.reserved.set((area_len / block_size) as u32);
+        self.bin.set(bin as u8);
+        self.free_is_zero.set(zeroed);
+        self.area.set(area);
+        self.prev.set(ptr::null_mut());
+        self.next.set(ptr::null_mut());
+        self.thread_free.store(0, Ordering::Relaxed);
+        self.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Whether all blocks are back (the page can return to its segment).
+    #[inline]
+    pub(crate) fn is_unused(&self) -> bool {
+        self.used.get() == 0
+    }
+
+    /// Whether more blocks can still be carved out of the page.
+    #[inline]
+    pub(crate) fn can_extend(&self) -> bool {
+        self.capacity.get() < self.reserved.get()
+    }
+
+    /// Carves up to [`EXTEND_BYTES`] of new blocks onto the (empty) free
+    /// list. Owner only.
+    pub(crate) fn extend(&self) {
+        debug_assert!(self.free.get().is_null() && self.can_extend());
+        let size = self.block_size.get();
+        let count = (EXTEND_BYTES / size).max(1).min((self.reserved.get() - self.capacity.get()) as usize);
+        // SAFETY: blocks capacity..capacity+count lie inside the block area
+        // (count is capped by `reserved`), are not handed out, and are owned
+        // by this page's owner, the caller.
+        unsafe {
+            let first = self.area.get().add(self.capacity.get() as usize * size);
+            let mut block = first;
+            for _ in 1..count {
+                let next = block.add(size);
+                (*block.cast::<Block>()).next = next.cast();
+                block = next;
+            }
+            (*block.cast::<Block>()).next = ptr::null_mut();
+            self.free.set(first.cast());
+        }
+        self.capacity.set(self.capacity.get() + count as u32);
+    }
+
+    /// Moves `local_free` and the thread-free list onto `free`, and takes
+    /// the blocks other threads freed off `used`. Owner only.
+    ///
+    /// `on_remote_block` is called for each block taken from the thread-free list
+    /// (to clear its allocation bit) before it is linked in.
+    pub(crate) fn collect(&self, mut on_remote_block: impl FnMut(*mut Block)) {
+        let local = self.local_free.replace(ptr::null_mut());
+        if !local.is_null() {
+            if self.free.get().is_null() {
+                // The usual case (called when `free` ran dry): no walk.
+                self.free.set(local);
+                self.free_is_zero.set(false);
+            } else {
+                self.prepend(local, list_tail(local));
+            }
+        }
+        let remote = thread_free::take_all(&self.thread_free);
+        if !remote.is_null() {
+            let mut tail = remote;
+            let mut count = 0u32;
+            loop {
+                on_remote_block(tail);
+                count += 1;
+                // SAFETY: every block on the taken list is a free block of
+                // this page, now owned by us (take_all's Acquire makes the
+                // pushers' `next` writes visible).
+                let next = unsafe { (*tail).next };
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
+            }
+            self.used.set(self.used.get() - count);
+            self.prepend(remote, tail);
+        }
+    }
+
+    /// Links the list `first..=last` in front of `free`; freed blocks are
+    /// not zero, so the page loses `free_is_zero`.
+    fn prepend(&self, first: *mut Block, last: *mut Block) {
+        // SAFETY: `last` is a free block owned by the caller (the owner).
+        unsafe { (*last).next = self.free.get() };
+        self.free.set(first);
+        self.free_is_zero.set(false);
+    }
+
+    /// Whether `addr` is the start of a block of this page (used to classify
+    /// faults, so it may divide).
+    pub(crate) fn is_block_start(&self, addr: usize) -> bool {
+        let area = self.area.get() as usize;
+        let size = self.block_size.get();
+        size != 0
+            && addr >= area
+            && addr < area + self.reserved.get() as usize * size
+            && (addr - area) % size == 0
+    }
+}
+
+fn list_tail(mut block: *mut Block) -> *mut Block {
+    // SAFETY: the caller passes a well-formed, null-terminated list of free
+    // blocks that it owns.
+    unsafe {
+        while !(*block).next.is_null() {
+            block = (*block).next;
+        }
+    }
+    block
+}
+
+const _: () = assert!(GRANULE >= 2 * thread_free::FULL);

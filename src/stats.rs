@@ -1,0 +1,223 @@
+//! Statistics: per-zone counts of live bytes and blocks, peaks, committed
+//! and reserved memory, and allocation and free counts.
+//!
+//! Counting is per thread (see `heap::Counters`): the fast paths write only
+//! their own thread's counters, with plain stores, so statistics add no
+//! shared cache-line traffic. [`stats()`] sums the live threads' counters
+//! and those of threads that have exited. Peaks are tracked at page
+//! granularity: each thread flushes its live-byte change into a global total
+//! on its slow paths (one atomic add per page, not per block) and the peak
+//! is the maximum that total reached, so a peak can lag the true maximum by
+//! at most a few pages per thread.
+
+use crate::heap;
+use crate::sync::{AtomicU64, Ordering};
+use crate::Zone;
+use core::fmt;
+
+const ZONES: usize = 4;
+
+struct Retired {
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    alloc_bytes: AtomicU64,
+    free_bytes: AtomicU64,
+}
+
+static RETIRED: [Retired; ZONES] = [const {
+    Retired {
+        allocs: AtomicU64::new(0),
+        frees: AtomicU64::new(0),
+        alloc_bytes: AtomicU64::new(0),
+        free_bytes: AtomicU64::new(0),
+    }
+}; ZONES];
+
+static FLUSHED_LIVE: [AtomicU64; ZONES] = [const { AtomicU64::new(0) }; ZONES];
+static PEAK: [AtomicU64; ZONES] = [const { AtomicU64::new(0) }; ZONES];
+static RESERVED: [AtomicU64; ZONES] = [const { AtomicU64::new(0) }; ZONES];
+static COMMITTED: [AtomicU64; ZONES] = [const { AtomicU64::new(0) }; ZONES];
+
+/// Adds a thread's unflushed live-byte change and updates the peak.
+pub(crate) fn add_live(zone: usize, delta: i64) {
+    let live = FLUSHED_LIVE[zone].fetch_add(delta as u64, Ordering::Relaxed).wrapping_add(delta as u64);
+    if (live as i64) > 0 {
+        PEAK[zone].fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+/// Folds an exiting thread's counters into the retired totals.
+pub(crate) fn retire_counters(zone: Zone, counters: &heap::Counters) {
+    let r = &RETIRED[zone as usize];
+    r.allocs.fetch_add(counters.allocs.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.frees.fetch_add(counters.frees.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.alloc_bytes.fetch_add(counters.alloc_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.free_bytes.fetch_add(counters.free_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Accounts memory a zone reserved (address space) or committed.
+pub(crate) fn account(zone: Zone, reserved: isize, committed: isize) {
+    RESERVED[zone as usize].fetch_add(reserved as u64, Ordering::Relaxed);
+    COMMITTED[zone as usize].fetch_add(committed as u64, Ordering::Relaxed);
+}
+
+/// Statistics of one zone. Byte counts are what the program asked for
+/// (layout sizes), except `committed_bytes` and `reserved_bytes`, which are
+/// memory held from the OS for the zone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZoneStats {
+    /// Bytes allocated and not yet freed.
+    pub live_bytes: u64,
+    /// Blocks allocated and not yet freed.
+    pub live_blocks: u64,
+    /// Highest `live_bytes` seen (tracked per page; see the module docs).
+    pub peak_bytes: u64,
+    /// Bytes of the zone's segments that may be resident.
+    pub committed_bytes: u64,
+    /// Address space held for the zone.
+    pub reserved_bytes: u64,
+    /// Allocations so far (`realloc` in place counts as none).
+    pub allocations: u64,
+    /// Frees so far.
+    pub frees: u64,
+}
+
+/// A snapshot of zonal's statistics, from [`stats()`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per zone, indexed by `Zone as usize`; see [`Stats::zone`].
+    pub zones: [ZoneStats; ZONES],
+    /// Address space held from the OS by the whole allocator, including
+    /// cached empty segments.
+    pub os_reserved_bytes: u64,
+    /// Memory committed from the OS by the whole allocator.
+    pub os_committed_bytes: u64,
+}
+
+impl Stats {
+    /// The statistics of one zone.
+    pub fn zone(&self, zone: Zone) -> &ZoneStats {
+        &self.zones[zone as usize]
+    }
+}
+
+/// Takes a snapshot of the statistics.
+///
+/// Counters of running threads are read without stopping them, so a
+/// snapshot taken while other threads allocate is a consistent sum of
+/// slightly different moments.
+///
+/// ```
+/// let before = zonal::stats().zone(zonal::Zone::Manual).allocations;
+/// let v = allocator_api2::vec::Vec::<u64, _>::with_capacity_in(100, zonal::ManualZone);
+/// let s = zonal::stats();
+/// assert!(s.zone(zonal::Zone::Manual).allocations > before);
+/// assert!(s.zone(zonal::Zone::Manual).live_bytes >= 800);
+/// drop(v);
+/// println!("{s}");
+/// ```
+pub fn stats() -> Stats {
+    let mut zones = [ZoneStats::default(); ZONES];
+    for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
+        let i = zone as usize;
+        let r = &RETIRED[i];
+        let (mut allocs, mut frees) = (r.allocs.load(Ordering::Relaxed), r.frees.load(Ordering::Relaxed));
+        let (mut alloc_bytes, mut free_bytes) =
+            (r.alloc_bytes.load(Ordering::Relaxed), r.free_bytes.load(Ordering::Relaxed));
+        heap::for_each_counters(zone, |c| {
+            allocs = allocs.wrapping_add(c.allocs.load(Ordering::Relaxed));
+            frees = frees.wrapping_add(c.frees.load(Ordering::Relaxed));
+            alloc_bytes = alloc_bytes.wrapping_add(c.alloc_bytes.load(Ordering::Relaxed));
+            free_bytes = free_bytes.wrapping_add(c.free_bytes.load(Ordering::Relaxed));
+        });
+        let live_bytes = (alloc_bytes.wrapping_sub(free_bytes) as i64).max(0) as u64;
+        let peak = PEAK[i].fetch_max(live_bytes, Ordering::Relaxed).max(live_bytes);
+        zones[i] = ZoneStats {
+            live_bytes,
+            live_blocks: (allocs.wrapping_sub(frees) as i64).max(0) as u64,
+            peak_bytes: peak,
+            committed_bytes: COMMITTED[i].load(Ordering::Relaxed),
+            reserved_bytes: RESERVED[i].load(Ordering::Relaxed),
+            allocations: allocs,
+            frees,
+        };
+    }
+    Stats {
+        zones,
+        os_reserved_bytes: crate::os::reserved_bytes() as u64,
+        os_committed_bytes: crate::os::committed_bytes() as u64,
+    }
+}
+
+impl fmt::Display for Stats {
+    /// A table with one row per zone and a row for the OS totals.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<8} {:>12} {:>11} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "zone", "live", "blocks", "peak", "committed", "reserved", "allocs", "frees"
+        )?;
+        for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
+            let z = self.zone(zone);
+            writeln!(
+                f,
+                "{:<8} {:>12} {:>11} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                zone.name(),
+                Bytes(z.live_bytes),
+                z.live_blocks,
+                Bytes(z.peak_bytes),
+                Bytes(z.committed_bytes),
+                Bytes(z.reserved_bytes),
+                z.allocations,
+                z.frees
+            )?;
+        }
+        writeln!(
+            f,
+            "{:<8} {:>12} {:>11} {:>12} {:>12} {:>12}",
+            "os",
+            "",
+            "",
+            "",
+            Bytes(self.os_committed_bytes),
+            Bytes(self.os_reserved_bytes)
+        )
+    }
+}
+
+/// A byte count printed with a binary unit.
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit < UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        let mut text = crate::fault::LineBuffer { buf: [0u8; 32], len: 0 };
+        let _ = if unit == 0 {
+            fmt::Write::write_fmt(&mut text, format_args!("{} B", self.0))
+        } else {
+            fmt::Write::write_fmt(&mut text, format_args!("{value:.1} {}", UNITS[unit]))
+        };
+        f.pad(core::str::from_utf8(&text.buf[..text.len]).unwrap_or(""))
+    }
+}
+
+/// Arranges for the table to be printed to stderr at exit
+/// (`ZONAL_SHOW_STATS=1`).
+pub(crate) fn print_at_exit() {
+    extern "C" fn print() {
+        let mut out = crate::fault::LineBuffer { buf: [0u8; 2048], len: 0 };
+        let _ = fmt::Write::write_fmt(&mut out, format_args!("zonal statistics:\n{}", stats()));
+        crate::os::write_stderr(&out.buf[..out.len]);
+    }
+    // SAFETY: `print` is a plain extern "C" function that stays valid for the
+    // life of the process.
+    unsafe { libc::atexit(print) };
+}
