@@ -62,12 +62,26 @@ fn take_block(page: &Page) -> *mut u8 {
     block.cast()
 }
 
-#[cold]
+/// Requests the direct table does not cover: larger or over-aligned blocks
+/// (first page of the size class's queue), then the heap's slow path.
 #[inline(never)]
 fn alloc_slow(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
     let Some(bin) = size_class::bin_for(size, align) else {
         return alloc_huge(heap, zone, size, align);
     };
+    let zone_heap = heap.zone(zone);
+    if let Some(page) = zone_heap.first_page(bin) {
+        if !page.free.get().is_null() {
+            zone_heap.counters.on_alloc(size);
+            return take_block(page);
+        }
+    }
+    alloc_from_new_page(heap, zone, bin, size)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize, size: usize) -> *mut u8 {
     let Some(page) = heap::page_with_free_block(heap, zone, bin) else {
         return ptr::null_mut();
     };
@@ -134,7 +148,12 @@ fn page_of_live_block(addr: usize) -> &'static Page {
 ///
 /// # Safety
 /// `ptr` must be a live zonal block of at least `old_size` bytes.
-pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+pub(crate) unsafe fn realloc(
+    ptr: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     let addr = ptr as usize;
     let zone = match map::lookup(map::map(), addr) {
         Some(map::Found::Segment(base)) => {
@@ -196,7 +215,10 @@ unsafe fn realloc_huge(page: &Page, new_size: usize, align: usize) -> Option<*mu
     if new_size <= block && new_size >= block / 2 {
         return Some(page.area.get());
     }
-    if new_size <= size_class::LARGE_MAX || page.area.get() as usize % align != 0 || align > segment::SEGMENT_SIZE {
+    if new_size <= size_class::LARGE_MAX
+        || page.area.get() as usize % align != 0
+        || align > segment::SEGMENT_SIZE
+    {
         return None;
     }
     // SAFETY: the caller owns the live huge block.

@@ -80,7 +80,10 @@ pub(crate) fn classify(addr: usize) -> Fault {
 #[cold]
 #[inline(never)]
 pub(crate) fn report(op: Op, fault: Fault, addr: usize) -> ! {
-    let mut line = LineBuffer { buf: [0; 192], len: 0 };
+    let mut line = LineBuffer {
+        buf: [0; 192],
+        len: 0,
+    };
     let verb = match (op, fault) {
         (Op::Free, Fault::DoubleFree) => "double free",
         (Op::Free, _) => "invalid free",

@@ -46,7 +46,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
     page.used.set(used);
     heap.zone(seg.zone).counters.on_free(size);
     if used == 0 {
-        heap::retire_page(heap, seg.zone, page);
+        heap::on_page_unused(heap, seg.zone, page);
     }
 }
 

@@ -133,10 +133,16 @@ mod tests {
             assert!(block >= size, "size {size} bin {bin} block {block}");
             assert!(block % GRANULE == 0);
             if bin > 0 {
-                assert!(block_size_of(bin - 1) < size, "size {size} not in smallest bin");
+                assert!(
+                    block_size_of(bin - 1) < size,
+                    "size {size} not in smallest bin"
+                );
             }
             if size > 128 {
-                assert!((block - size) * 4 <= size, "size {size} wastes too much in {block}");
+                assert!(
+                    (block - size) * 4 <= size,
+                    "size {size} wastes too much in {block}"
+                );
             }
         }
         assert_eq!(bin_of(LARGE_MAX), BIN_COUNT - 1);

@@ -40,7 +40,9 @@ static COMMITTED: [AtomicU64; ZONES] = [const { AtomicU64::new(0) }; ZONES];
 
 /// Adds a thread's unflushed live-byte change and updates the peak.
 pub(crate) fn add_live(zone: usize, delta: i64) {
-    let live = FLUSHED_LIVE[zone].fetch_add(delta as u64, Ordering::Relaxed).wrapping_add(delta as u64);
+    let live = FLUSHED_LIVE[zone]
+        .fetch_add(delta as u64, Ordering::Relaxed)
+        .wrapping_add(delta as u64);
     if (live as i64) > 0 {
         PEAK[zone].fetch_max(live, Ordering::Relaxed);
     }
@@ -49,10 +51,18 @@ pub(crate) fn add_live(zone: usize, delta: i64) {
 /// Folds an exiting thread's counters into the retired totals.
 pub(crate) fn retire_counters(zone: Zone, counters: &heap::Counters) {
     let r = &RETIRED[zone as usize];
-    r.allocs.fetch_add(counters.allocs.load(Ordering::Relaxed), Ordering::Relaxed);
-    r.frees.fetch_add(counters.frees.load(Ordering::Relaxed), Ordering::Relaxed);
-    r.alloc_bytes.fetch_add(counters.alloc_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-    r.free_bytes.fetch_add(counters.free_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.allocs
+        .fetch_add(counters.allocs.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.frees
+        .fetch_add(counters.frees.load(Ordering::Relaxed), Ordering::Relaxed);
+    r.alloc_bytes.fetch_add(
+        counters.alloc_bytes.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    r.free_bytes.fetch_add(
+        counters.free_bytes.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 /// Accounts memory a zone reserved (address space) or committed.
@@ -123,9 +133,14 @@ pub fn stats() -> Stats {
     for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
         let i = zone as usize;
         let r = &RETIRED[i];
-        let (mut allocs, mut frees) = (r.allocs.load(Ordering::Relaxed), r.frees.load(Ordering::Relaxed));
-        let (mut alloc_bytes, mut free_bytes) =
-            (r.alloc_bytes.load(Ordering::Relaxed), r.free_bytes.load(Ordering::Relaxed));
+        let (mut allocs, mut frees) = (
+            r.allocs.load(Ordering::Relaxed),
+            r.frees.load(Ordering::Relaxed),
+        );
+        let (mut alloc_bytes, mut free_bytes) = (
+            r.alloc_bytes.load(Ordering::Relaxed),
+            r.free_bytes.load(Ordering::Relaxed),
+        );
         heap::for_each_counters(zone, |c| {
             allocs = allocs.wrapping_add(c.allocs.load(Ordering::Relaxed));
             frees = frees.wrapping_add(c.frees.load(Ordering::Relaxed));
@@ -133,7 +148,9 @@ pub fn stats() -> Stats {
             free_bytes = free_bytes.wrapping_add(c.free_bytes.load(Ordering::Relaxed));
         });
         let live_bytes = (alloc_bytes.wrapping_sub(free_bytes) as i64).max(0) as u64;
-        let peak = PEAK[i].fetch_max(live_bytes, Ordering::Relaxed).max(live_bytes);
+        let peak = PEAK[i]
+            .fetch_max(live_bytes, Ordering::Relaxed)
+            .max(live_bytes);
         zones[i] = ZoneStats {
             live_bytes,
             live_blocks: (allocs.wrapping_sub(frees) as i64).max(0) as u64,
@@ -199,7 +216,10 @@ impl fmt::Display for Bytes {
             value /= 1024.0;
             unit += 1;
         }
-        let mut text = crate::fault::LineBuffer { buf: [0u8; 32], len: 0 };
+        let mut text = crate::fault::LineBuffer {
+            buf: [0u8; 32],
+            len: 0,
+        };
         let _ = if unit == 0 {
             fmt::Write::write_fmt(&mut text, format_args!("{} B", self.0))
         } else {
@@ -213,7 +233,10 @@ impl fmt::Display for Bytes {
 /// (`ZONAL_SHOW_STATS=1`).
 pub(crate) fn print_at_exit() {
     extern "C" fn print() {
-        let mut out = crate::fault::LineBuffer { buf: [0u8; 2048], len: 0 };
+        let mut out = crate::fault::LineBuffer {
+            buf: [0u8; 2048],
+            len: 0,
+        };
         let _ = fmt::Write::write_fmt(&mut out, format_args!("zonal statistics:\n{}", stats()));
         crate::os::write_stderr(&out.buf[..out.len]);
     }

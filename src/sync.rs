@@ -44,12 +44,16 @@ pub(crate) struct SpinLock {
 impl SpinLock {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        SpinLock { locked: AtomicBool::new(false) }
+        SpinLock {
+            locked: AtomicBool::new(false),
+        }
     }
 
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        SpinLock { locked: AtomicBool::new(false) }
+        SpinLock {
+            locked: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn lock(&self) {

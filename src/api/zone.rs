@@ -67,7 +67,9 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
 }
 
 fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
-    NonNull::new(ptr).map(|p| NonNull::slice_from_raw_parts(p, len)).ok_or(AllocError)
+    NonNull::new(ptr)
+        .map(|p| NonNull::slice_from_raw_parts(p, len))
+        .ok_or(AllocError)
 }
 
 /// Implements `Allocator` for a page-backed zone handle.
@@ -82,7 +84,10 @@ macro_rules! page_zone_allocator {
                 if layout.size() == 0 {
                     return Ok(dangling(layout));
                 }
-                block(crate::alloc::alloc($zone, layout.size(), layout.align()), layout.size())
+                block(
+                    crate::alloc::alloc($zone, layout.size(), layout.align()),
+                    layout.size(),
+                )
             }
 
             #[inline]
@@ -90,7 +95,10 @@ macro_rules! page_zone_allocator {
                 if layout.size() == 0 {
                     return Ok(dangling(layout));
                 }
-                block(crate::alloc::alloc_zeroed($zone, layout.size(), layout.align()), layout.size())
+                block(
+                    crate::alloc::alloc_zeroed($zone, layout.size(), layout.align()),
+                    layout.size(),
+                )
             }
 
             #[inline]
@@ -140,22 +148,41 @@ macro_rules! page_zone_allocator {
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
                 Allocator::allocate(self, layout).map_err(|_| core::alloc::AllocError)
             }
-            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+            fn allocate_zeroed(
+                &self,
+                layout: Layout,
+            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
                 Allocator::allocate_zeroed(self, layout).map_err(|_| core::alloc::AllocError)
             }
             unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
                 // SAFETY: forwarded contract.
                 unsafe { Allocator::deallocate(self, ptr, layout) }
             }
-            unsafe fn grow(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+            unsafe fn grow(
+                &self,
+                p: NonNull<u8>,
+                o: Layout,
+                n: Layout,
+            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
                 // SAFETY: forwarded contract.
                 unsafe { Allocator::grow(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
             }
-            unsafe fn grow_zeroed(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+            unsafe fn grow_zeroed(
+                &self,
+                p: NonNull<u8>,
+                o: Layout,
+                n: Layout,
+            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
                 // SAFETY: forwarded contract.
-                unsafe { Allocator::grow_zeroed(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
+                unsafe { Allocator::grow_zeroed(self, p, o, n) }
+                    .map_err(|_| core::alloc::AllocError)
             }
-            unsafe fn shrink(&self, p: NonNull<u8>, o: Layout, n: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
+            unsafe fn shrink(
+                &self,
+                p: NonNull<u8>,
+                o: Layout,
+                n: Layout,
+            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
                 // SAFETY: forwarded contract.
                 unsafe { Allocator::shrink(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
             }
@@ -179,7 +206,11 @@ unsafe fn resize<A: Allocator>(
     zero_tail: bool,
 ) -> Result<NonNull<[u8]>, AllocError> {
     if old.size() == 0 {
-        return if zero_tail { alloc.allocate_zeroed(new) } else { alloc.allocate(new) };
+        return if zero_tail {
+            alloc.allocate_zeroed(new)
+        } else {
+            alloc.allocate(new)
+        };
     }
     if new.size() == 0 {
         // SAFETY: the caller gives up the old block.

@@ -55,7 +55,10 @@ struct PageQueue {
 
 impl PageQueue {
     const fn new() -> Self {
-        PageQueue { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) }
+        PageQueue {
+            first: Cell::new(ptr::null_mut()),
+            last: Cell::new(ptr::null_mut()),
+        }
     }
 
     fn push_front(&self, page: &Page) {
@@ -101,7 +104,10 @@ pub(crate) struct Counters {
 
 #[inline(always)]
 fn bump(counter: &AtomicU64, by: u64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl Counters {
@@ -138,7 +144,9 @@ impl Counters {
     }
 
     fn live(&self) -> i64 {
-        self.alloc_bytes.load(Ordering::Relaxed).wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as i64
+        self.alloc_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as i64
     }
 
     /// Moves this thread's unflushed live-byte change into the zone's global
@@ -163,10 +171,18 @@ pub(crate) struct ZoneHeap {
 impl ZoneHeap {
     const fn new() -> Self {
         ZoneHeap {
-            direct: [const { Cell::new(&crate::page::EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_ENTRIES],
+            direct: [const { Cell::new(&crate::page::EMPTY_PAGE.0 as *const Page as *mut Page) };
+                DIRECT_ENTRIES],
             queues: [const { PageQueue::new() }; BIN_COUNT],
             counters: Counters::new(),
         }
+    }
+
+    /// The first page of `bin`'s queue: the one to allocate from.
+    #[inline]
+    pub(crate) fn first_page(&self, bin: usize) -> Option<&Page> {
+        // SAFETY: pages in our queues are valid and owned by this thread.
+        NonNull::new(self.queues[bin].first.get()).map(|p| unsafe { &*p.as_ptr() })
     }
 
     /// Points the direct-table slots of `bin` at the queue's first page.
@@ -176,8 +192,16 @@ impl ZoneHeap {
             return;
         }
         let first = self.queues[bin].first.get();
-        let page = if first.is_null() { Page::empty() } else { first };
-        let lowest = if bin == 0 { 0 } else { size_class::block_size_of(bin - 1) / size_class::GRANULE + 1 };
+        let page = if first.is_null() {
+            Page::empty()
+        } else {
+            first
+        };
+        let lowest = if bin == 0 {
+            0
+        } else {
+            size_class::block_size_of(bin - 1) / size_class::GRANULE + 1
+        };
         for slot in &self.direct[lowest..=block / size_class::GRANULE] {
             slot.set(page);
         }
@@ -231,7 +255,10 @@ struct Registry {
 // SAFETY: `first` and the heaps' links are only touched with `lock` held.
 unsafe impl Sync for Registry {}
 
-static REGISTRY: Registry = Registry { lock: SpinLock::new(), first: Cell::new(ptr::null_mut()) };
+static REGISTRY: Registry = Registry {
+    lock: SpinLock::new(),
+    first: Cell::new(ptr::null_mut()),
+};
 
 /// Calls `f` with each live heap's counters for `zone`, registry locked.
 pub(crate) fn for_each_counters(zone: Zone, mut f: impl FnMut(&Counters)) {
@@ -356,7 +383,12 @@ fn abandon(zone: Zone, page: &Page) {
     }
     // SAFETY: we own the page (and give it up here); pages live in segment
     // headers that stay mapped while the page is in use.
-    unsafe { ABANDONED.push(pool_list(zone, page.bin.get() as usize), page as *const Page as *mut Page) };
+    unsafe {
+        ABANDONED.push(
+            pool_list(zone, page.bin.get() as usize),
+            page as *const Page as *mut Page,
+        )
+    };
 }
 
 /// Clears a collected block's allocation bit; a bit already clear means the
@@ -473,7 +505,9 @@ fn fresh_page(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page> {
 /// to their segments, the others back to the pool.
 fn reclaim_abandoned(heap: &Heap, budget: usize) {
     for _ in 0..budget {
-        let Some((list, page)) = ABANDONED.pop_any() else { return };
+        let Some((list, page)) = ABANDONED.pop_any() else {
+            return;
+        };
         // SAFETY: the pool hands over ownership of a valid page.
         let page = unsafe { &*page };
         page.owner.store(heap.id(), Ordering::Relaxed);
@@ -489,17 +523,23 @@ fn reclaim_abandoned(heap: &Heap, budget: usize) {
 }
 
 /// Called when a local free made `page` unused: return it to its segment,
-/// unless it is its queue's only page (then keep it, so alternating
-/// alloc/free of one block does not bounce a page to the segment).
+/// unless it is its queue's only page and not a large page (then keep it,
+/// so alternating alloc/free of one block does not bounce a page to the
+/// segment). The keep test is inline because it is the common case.
+#[inline(always)]
+pub(crate) fn on_page_unused(heap: &Heap, zone: Zone, page: &Page) {
+    let alone = page.prev.get().is_null() && page.next.get().is_null();
+    if !(alone && page.block_size.get() <= size_class::MEDIUM_MAX) {
+        retire_page(heap, zone, page);
+    }
+}
+
 #[cold]
-pub(crate) fn retire_page(heap: &Heap, zone: Zone, page: &Page) {
+#[inline(never)]
+fn retire_page(heap: &Heap, zone: Zone, page: &Page) {
     let zh = heap.zone(zone);
     let bin = page.bin.get() as usize;
-    let queue = &zh.queues[bin];
-    if ptr::eq(queue.first.get(), page) && ptr::eq(queue.last.get(), page) {
-        return;
-    }
-    queue.remove(page);
+    zh.queues[bin].remove(page);
     zh.update_direct(bin);
     // `used == 0` means every block came back and was collected, so nothing
     // is in flight on `thread_free`.

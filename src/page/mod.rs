@@ -101,11 +101,17 @@ impl Page {
 }
 
 impl Page {
-
     /// Prepares a page fresh from its segment for blocks of `bin`, owned by
     /// `owner`. `area_len` bytes start at `area`; `zeroed` says whether they
     /// read as zero.
-    pub(crate) fn init(&self, bin: usize, area: *mut u8, area_len: usize, owner: usize, zeroed: bool) {
+    pub(crate) fn init(
+        &self,
+        bin: usize,
+        area: *mut u8,
+        area_len: usize,
+        owner: usize,
+        zeroed: bool,
+    ) {
         let block_size = size_class::block_size_of(bin);
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
@@ -139,7 +145,9 @@ impl Page {
     pub(crate) fn extend(&self) {
         debug_assert!(self.free.get().is_null() && self.can_extend());
         let size = self.block_size.get();
-        let count = (EXTEND_BYTES / size).max(1).min((self.reserved.get() - self.capacity.get()) as usize);
+        let count = (EXTEND_BYTES / size)
+            .max(1)
+            .min((self.reserved.get() - self.capacity.get()) as usize);
         // SAFETY: blocks capacity..capacity+count lie inside the block area
         // (count is capped by `reserved`), are not handed out, and are owned
         // by this page's owner, the caller.

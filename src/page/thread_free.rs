@@ -75,5 +75,6 @@ pub(crate) fn take_all(head: &AtomicUsize) -> *mut Block {
 
 /// Marks an empty list `FULL`; `false` if a block arrived first.
 pub(crate) fn try_mark_full(head: &AtomicUsize) -> bool {
-    head.compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed).is_ok()
+    head.compare_exchange(0, FULL, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
 }

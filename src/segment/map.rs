@@ -128,7 +128,10 @@ mod tests {
         let base = 5 << SEGMENT_SHIFT;
         register(&map, base, 1, false);
         assert_eq!(lookup(&map, base), Some(Found::Segment(base)));
-        assert_eq!(lookup(&map, base + SEGMENT_SIZE - 1), Some(Found::Segment(base)));
+        assert_eq!(
+            lookup(&map, base + SEGMENT_SIZE - 1),
+            Some(Found::Segment(base))
+        );
         assert_eq!(lookup(&map, base + SEGMENT_SIZE), None);
         assert_eq!(lookup(&map, base - 1), None);
         unregister(&map, base, 1);

@@ -111,7 +111,12 @@ impl Segment {
     /// The page record covering `addr` (which must lie in this segment).
     #[inline(always)]
     pub(crate) fn page_of(&self, addr: usize) -> &Page {
-        &self.pages[(addr - self.base()) >> self.page_shift]
+        let index = (addr - self.base()) >> self.page_shift;
+        debug_assert!(index < MAX_PAGES);
+        // SAFETY: `addr` lies in this segment's first SEGMENT_SIZE bytes (or,
+        // for a huge segment, page_shift is 63 and the index is 0), and
+        // SEGMENT_SIZE >> page_shift <= MAX_PAGES for every kind.
+        unsafe { self.pages.get_unchecked(index) }
     }
 
     /// The allocation-bitmap word and bit of the granule at `addr`, which
@@ -191,7 +196,10 @@ pub(crate) fn pool_lock() -> &'static SpinLock {
 
 /// A page from a segment of `zone` and `kind`, marked in use, plus whether
 /// its memory reads as zero. `None` when the OS refuses memory.
-pub(crate) fn page_alloc(zone: Zone, kind: PageKind) -> Option<(NonNull<Page>, *mut u8, usize, bool)> {
+pub(crate) fn page_alloc(
+    zone: Zone,
+    kind: PageKind,
+) -> Option<(NonNull<Page>, *mut u8, usize, bool)> {
     debug_assert!(kind != PageKind::Huge);
     POOL.lock.with(|| {
         // SAFETY: we hold the pool lock.
@@ -300,7 +308,8 @@ fn purge_dirty_pages(seg: &Segment) {
         if unsafe { os::decommit(area, len) } {
             os::note_committed(-(len as isize));
             stats::account(seg.zone, 0, -(len as isize));
-            seg.dirty_pages.set(seg.dirty_pages.get() & !(1u64 << index));
+            seg.dirty_pages
+                .set(seg.dirty_pages.get() & !(1u64 << index));
         }
     }
     seg.purge_deadline.set(u64::MAX);
@@ -354,7 +363,11 @@ fn segment_release(seg: *mut Segment) {
         dirty &= dirty - 1;
     }
     os::note_committed(-(dirty_bytes as isize));
-    stats::account(s.zone, -(SEGMENT_SIZE as isize), -((OS_PAGE + dirty_bytes) as isize));
+    stats::account(
+        s.zone,
+        -(SEGMENT_SIZE as isize),
+        -((OS_PAGE + dirty_bytes) as isize),
+    );
     // SAFETY: the segment is empty and unpublished; nobody else refers to it.
     unsafe { cache_or_unmap(seg) };
 }
@@ -519,7 +532,14 @@ pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull
     let zone = seg.zone;
     map::unregister(map::map(), base, old_mapping >> SEGMENT_SHIFT);
     // SAFETY: the mapping is ours and the caller owns the block.
-    let moved = unsafe { os::remap(NonNull::new_unchecked(base as *mut u8), old_mapping, new_mapping, align) };
+    let moved = unsafe {
+        os::remap(
+            NonNull::new_unchecked(base as *mut u8),
+            old_mapping,
+            new_mapping,
+            align,
+        )
+    };
     let Some(new_base) = moved else {
         map::register(map::map(), base, old_mapping >> SEGMENT_SHIFT, true);
         return None;
