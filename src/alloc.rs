@@ -203,7 +203,9 @@ pub(crate) unsafe fn realloc(
 /// wasting more than half of it.
 #[inline]
 fn fits_in_place(new_size: usize, block: usize, align: usize, addr: usize) -> bool {
-    new_size <= block && (new_size >= block / 2 || block <= 4 * GRANULE) && addr % align == 0
+    new_size <= block
+        && (new_size >= block / 2 || block <= 4 * GRANULE)
+        && addr.is_multiple_of(align)
 }
 
 /// In-place or `mremap` resize of a huge block that stays huge.
@@ -216,7 +218,7 @@ unsafe fn realloc_huge(page: &Page, new_size: usize, align: usize) -> Option<*mu
         return Some(page.area.get());
     }
     if new_size <= size_class::LARGE_MAX
-        || page.area.get() as usize % align != 0
+        || !(page.area.get() as usize).is_multiple_of(align)
         || align > segment::SEGMENT_SIZE
     {
         return None;

@@ -47,7 +47,7 @@ pub(crate) enum Op {
 
 /// Works out why `addr` is not a live block start.
 pub(crate) fn classify(addr: usize) -> Fault {
-    if addr % crate::size_class::GRANULE != 0 {
+    if !addr.is_multiple_of(crate::size_class::GRANULE) {
         return Fault::Misaligned;
     }
     match map::lookup(map::map(), addr) {

@@ -18,14 +18,12 @@ const READING: u8 = 1;
 const READ: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(UNREAD);
-static SHOW_STATS: AtomicU64 = AtomicU64::new(0);
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
 static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 
 /// Parsed option values.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Options {
-    pub show_stats: bool,
     pub purge_delay_ms: u64,
     pub segment_cache: usize,
 }
@@ -36,7 +34,6 @@ pub(crate) fn get() -> Options {
         init();
     }
     Options {
-        show_stats: SHOW_STATS.load(Ordering::Relaxed) != 0,
         purge_delay_ms: PURGE_DELAY_MS.load(Ordering::Relaxed),
         segment_cache: SEGMENT_CACHE.load(Ordering::Relaxed) as usize,
     }
@@ -51,11 +48,8 @@ fn init() {
         // Another thread is reading: defaults are fine until it finishes.
         return;
     }
-    if let Some(v) = read_u64(c"ZONAL_SHOW_STATS") {
-        SHOW_STATS.store(v, Ordering::Relaxed);
-        if v != 0 {
-            crate::stats::print_at_exit();
-        }
+    if read_u64(c"ZONAL_SHOW_STATS").is_some_and(|v| v != 0) {
+        crate::stats::print_at_exit();
     }
     if let Some(v) = read_u64(c"ZONAL_PURGE_DELAY_MS") {
         PURGE_DELAY_MS.store(v, Ordering::Relaxed);

@@ -43,7 +43,7 @@ pub(crate) fn note_committed(delta: isize) {
 /// (a power of two, at least `OS_PAGE`). `size` must be a multiple of
 /// `OS_PAGE`. The whole range counts as reserved and committed.
 pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size.is_multiple_of(OS_PAGE));
     // Over-reserve, then trim the unaligned head and tail: the kernel gives
     // no alignment guarantee beyond a page.
     let padded = size.checked_add(align - OS_PAGE)?;
@@ -105,7 +105,7 @@ pub(crate) unsafe fn unmap(base: NonNull<u8>, size: usize) {
 /// The range must lie inside a zonal mapping, be page aligned, and hold no
 /// live data.
 pub(crate) unsafe fn decommit(base: *mut u8, size: usize) -> bool {
-    debug_assert!(base as usize % OS_PAGE == 0 && size % OS_PAGE == 0);
+    debug_assert!((base as usize).is_multiple_of(OS_PAGE) && size.is_multiple_of(OS_PAGE));
     // SAFETY: by the contract, the range is ours and holds nothing live.
     unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) == 0 }
 }

@@ -115,7 +115,7 @@ pub(crate) fn bin_for(size: usize, align: usize) -> Option<usize> {
     let mut bin = bin_of(needed);
     // A power of two is reached within four bins, and every power of two at
     // least `align` is a multiple of it, so this loop is short.
-    while bin < BIN_COUNT && block_size_of(bin) % align != 0 {
+    while bin < BIN_COUNT && !block_size_of(bin).is_multiple_of(align) {
         bin += 1;
     }
     (bin < BIN_COUNT).then_some(bin)
@@ -131,7 +131,7 @@ mod tests {
             let bin = bin_of(size);
             let block = block_size_of(bin);
             assert!(block >= size, "size {size} bin {bin} block {block}");
-            assert!(block % GRANULE == 0);
+            assert!(block.is_multiple_of(GRANULE));
             if bin > 0 {
                 assert!(
                     block_size_of(bin - 1) < size,
@@ -162,7 +162,7 @@ mod tests {
             let align = 1usize << shift;
             for size in [1, align - 1, align, align + 1, 3 * align, 100_000] {
                 if let Some(bin) = bin_for(size, align) {
-                    assert_eq!(block_size_of(bin) % align, 0);
+                    assert!(block_size_of(bin).is_multiple_of(align));
                     assert!(block_size_of(bin) >= size);
                 }
             }

@@ -72,26 +72,29 @@ unsafe impl Sync for SharedPage {}
 
 /// The page every empty direct-table slot points at: it never has a free
 /// block, so the allocation fast path needs no null check.
-pub(crate) static EMPTY_PAGE: SharedPage = SharedPage(Page::EMPTY);
+pub(crate) static EMPTY_PAGE: SharedPage = SharedPage(Page::unused());
 
 #[cfg(not(loom))]
 impl Page {
-    pub(crate) const EMPTY: Page = Page {
-        free: Cell::new(ptr::null_mut()),
-        used: Cell::new(0),
-        capacity: Cell::new(0),
-        local_free: Cell::new(ptr::null_mut()),
-        block_size: Cell::new(0),
-        reserved: Cell::new(0),
-        bin: Cell::new(0),
-        free_is_zero: Cell::new(false),
-        in_use: Cell::new(false),
-        area: Cell::new(ptr::null_mut()),
-        prev: Cell::new(ptr::null_mut()),
-        next: Cell::new(ptr::null_mut()),
-        owner: AtomicUsize::new(0),
-        thread_free: AtomicUsize::new(0),
-    };
+    /// A page record in the unused state (what zeroed memory holds).
+    pub(crate) const fn unused() -> Page {
+        Page {
+            free: Cell::new(ptr::null_mut()),
+            used: Cell::new(0),
+            capacity: Cell::new(0),
+            local_free: Cell::new(ptr::null_mut()),
+            block_size: Cell::new(0),
+            reserved: Cell::new(0),
+            bin: Cell::new(0),
+            free_is_zero: Cell::new(false),
+            in_use: Cell::new(false),
+            area: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            next: Cell::new(ptr::null_mut()),
+            owner: AtomicUsize::new(0),
+            thread_free: AtomicUsize::new(0),
+        }
+    }
 
     /// The page that the direct table's empty slots point at.
     #[inline(always)]
@@ -219,7 +222,7 @@ impl Page {
         size != 0
             && addr >= area
             && addr < area + self.reserved.get() as usize * size
-            && (addr - area) % size == 0
+            && (addr - area).is_multiple_of(size)
     }
 }
 

@@ -89,7 +89,7 @@ pub(crate) struct Segment {
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SIZE);
-const _: () = assert!(HEADER_SIZE % PAGE_ALIGN_MIN == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(PAGE_ALIGN_MIN));
 
 impl Segment {
     /// The segment that starts at `base`.
