@@ -443,6 +443,9 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
         }
         cursor = next;
     }
+    // The queue may have lost pages above: the direct table must not keep
+    // pointing at a page another thread may adopt, even if we fail below.
+    zh.update_direct(bin);
     let page = adopt_abandoned(heap, zone, bin).or_else(|| fresh_page(heap, zone, bin))?;
     queue.push_front(page);
     zh.update_direct(bin);
