@@ -1,0 +1,200 @@
+//! Multi-threaded stress: many threads allocate blocks of mixed sizes, fill
+//! them with a pattern derived from (thread, index, size), and either free
+//! them locally or send them to another thread, which verifies the pattern
+//! and frees them (cross-thread frees).
+
+#[global_allocator]
+static A: zonal::Zonal = zonal::Zonal;
+
+mod common;
+
+use common::Rng;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use zonal::Zonal;
+
+/// A block in flight between threads (addresses are plain integers so the
+/// message is `Send`).
+struct Msg {
+    addr: usize,
+    size: usize,
+    align: usize,
+    seed: u64,
+    from: usize,
+}
+
+fn seed(thread: usize, index: usize, size: usize) -> u64 {
+    common::seed_of(&[thread as u64, index as u64, size as u64])
+}
+
+fn bytes<'a>(addr: usize, len: usize) -> &'a mut [u8] {
+    // SAFETY: callers pass a live block of at least `len` bytes.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
+}
+
+fn random_size(rng: &mut Rng) -> usize {
+    match rng.below(1000) {
+        0..=599 => rng.range(16, 512),
+        600..=899 => rng.range(513, 16 * 1024),
+        900..=994 => rng.log_size(16 * 1024, 256 * 1024),
+        _ => rng.log_size(1 << 20, 3 << 20), // some huge
+    }
+}
+
+fn verify_and_free(m: Msg, me: usize) {
+    assert!(
+        common::check(bytes(m.addr, m.size), m.seed),
+        "thread {me}: block {:#x} ({} bytes, from thread {}) corrupted",
+        m.addr,
+        m.size,
+        m.from
+    );
+    // SAFETY: the block is live, allocated with this layout, and handed to
+    // us by its allocating thread.
+    unsafe { Zonal.dealloc(m.addr as *mut u8, Layout::from_size_align(m.size, m.align).unwrap()) };
+}
+
+fn worker(
+    me: usize,
+    threads: usize,
+    ops: usize,
+    senders: Vec<mpsc::Sender<Msg>>,
+    inbox: mpsc::Receiver<Msg>,
+    start: Arc<Barrier>,
+) -> (usize, usize) {
+    let mut rng = Rng::new(0xC0FFEE + me as u64);
+    let mut local: Vec<Msg> = Vec::new();
+    let (mut sent, mut received) = (0, 0);
+    start.wait();
+    for index in 0..ops {
+        let size = random_size(&mut rng);
+        let align = [8usize, 16, 64, 4096][rng.below(4) as usize];
+        let l = Layout::from_size_align(size, align).unwrap();
+        let zeroed = rng.chance(1, 8);
+        // SAFETY: non-zero size.
+        let p = unsafe { if zeroed { Zonal.alloc_zeroed(l) } else { Zonal.alloc(l) } };
+        assert!(!p.is_null(), "thread {me}: out of memory for {size}");
+        assert_eq!(p as usize % align, 0);
+        if zeroed {
+            assert!(common::is_zero(bytes(p as usize, size)), "thread {me}: alloc_zeroed({size}) not zero");
+        }
+        let s = seed(me, index, size);
+        common::fill(bytes(p as usize, size), s);
+        let m = Msg { addr: p as usize, size, align, seed: s, from: me };
+        if rng.chance(1, 2) {
+            let to = (me + 1 + rng.below(threads as u64 - 1) as usize) % threads;
+            senders[to].send(m).expect("receiver alive until all senders are gone");
+            sent += 1;
+        } else {
+            local.push(m);
+        }
+        // Free some local blocks (not always the newest).
+        while local.len() > 48 || (!local.is_empty() && rng.chance(1, 3)) {
+            let i = rng.below(local.len() as u64) as usize;
+            verify_and_free(local.swap_remove(i), me);
+        }
+        // Verify and free what others sent us.
+        while let Ok(m) = inbox.try_recv() {
+            verify_and_free(m, me);
+            received += 1;
+        }
+    }
+    for m in local.drain(..) {
+        verify_and_free(m, me);
+    }
+    // Let the channels close once every worker is done sending, and free
+    // what is still in flight to us.
+    drop(senders);
+    for m in inbox {
+        verify_and_free(m, me);
+        received += 1;
+    }
+    (sent, received)
+}
+
+fn run(threads: usize, ops: usize) {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel::<Msg>()).unzip();
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| {
+            let senders = senders.clone();
+            let start = start.clone();
+            std::thread::Builder::new()
+                .name(format!("stress-{me}"))
+                .spawn(move || worker(me, threads, ops, senders, inbox, start))
+                .unwrap()
+        })
+        .collect();
+    drop(senders);
+    let (mut sent, mut received) = (0, 0);
+    for h in handles {
+        let (s, r) = h.join().expect("worker panicked");
+        sent += s;
+        received += r;
+    }
+    assert_eq!(sent, received, "every block sent was received and freed");
+    assert!(sent > threads * ops / 4, "cross-thread traffic too low: {sent}");
+}
+
+#[test]
+fn eight_threads_cross_thread_frees() {
+    run(8, 6_000);
+}
+
+#[test]
+fn sixteen_threads_short_bursts() {
+    // More threads than cores, started and stopped several times.
+    for _ in 0..3 {
+        run(16, 800);
+    }
+}
+
+/// A producer/consumer pipeline: one thread allocates everything, the
+/// others free it (all frees remote), while the producer keeps reusing its
+/// pages (the remote frees must come back to it).
+#[test]
+fn producer_consumers() {
+    let consumers = 8;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers).map(|_| mpsc::sync_channel::<Msg>(256)).unzip();
+    let handles: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(c, inbox)| {
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                for m in inbox {
+                    verify_and_free(m, c + 1);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut rng = Rng::new(77);
+    let total = 60_000;
+    for index in 0..total {
+        let size = if rng.chance(1, 50) { rng.log_size(8 << 10, 200 << 10) } else { rng.range(16, 300) };
+        let l = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { Zonal.alloc(l) } as usize;
+        assert!(p != 0);
+        let s = seed(0, index, size);
+        common::fill(bytes(p, size), s);
+        senders[index % consumers].send(Msg { addr: p, size, align: 16, seed: s, from: 0 }).unwrap();
+    }
+    drop(senders);
+    let freed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(freed, total);
+    // The producer's memory was recycled rather than grown without bound:
+    // at most 8 x 256 blocks were in flight at any time.
+    let s = zonal::stats();
+    let manual = s.zone(zonal::Zone::Manual);
+    assert!(
+        manual.committed_bytes < 512 << 20,
+        "committed {} bytes after a pipeline with a bounded number of blocks in flight",
+        manual.committed_bytes
+    );
+}
