@@ -91,8 +91,13 @@ impl Options {
 struct Sample {
     /// Workload wall time, nanoseconds.
     ns: u64,
+    /// User + system CPU time of the whole child, nanoseconds.
+    cpu_ns: u64,
     /// Peak resident set size of the child, KiB.
     maxrss_kib: u64,
+    /// Minor page faults of the child (pages first touched or re-touched
+    /// after the allocator gave them back to the kernel).
+    minflt: u64,
 }
 
 /// Runs the benchmark and prints the tables.
@@ -109,6 +114,7 @@ pub fn main(opts: &Options) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let allocs = &opts.allocators;
     let total = workloads.len() * allocs.len() * opts.reps;
+    let load_before = loadavg();
     let started = Instant::now();
     // samples[workload][allocator]
     let mut samples = vec![vec![Vec::<Sample>::new(); allocs.len()]; workloads.len()];
@@ -142,8 +148,14 @@ pub fn main(opts: &Options) -> Result<(), String> {
             }
         }
     }
-    eprintln!("all runs took {:.1} s", started.elapsed().as_secs_f64());
-    print_report(opts, &workloads, &samples, &failures);
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("all runs took {elapsed:.1} s");
+    let run = RunInfo {
+        elapsed,
+        load_before,
+        load_after: loadavg(),
+    };
+    print_report(opts, &run, &workloads, &samples, &failures);
     Ok(())
 }
 
@@ -168,7 +180,7 @@ fn run_child(
         .expect("piped stdout")
         .read_to_string(&mut out)
         .map_err(|e| format!("reading child output: {e}"))?;
-    let (status, maxrss_kib) = wait4(child.id() as libc::pid_t)?;
+    let (status, usage) = wait4(child.id() as libc::pid_t)?;
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(if libc::WIFSIGNALED(status) {
             format!("killed by signal {}", libc::WTERMSIG(status))
@@ -181,11 +193,17 @@ fn run_child(
         .next()
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| format!("unexpected child output {out:?}"))?;
-    Ok(Sample { ns, maxrss_kib })
+    let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    Ok(Sample {
+        ns,
+        cpu_ns: tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime),
+        maxrss_kib: usage.ru_maxrss as u64,
+        minflt: usage.ru_minflt as u64,
+    })
 }
 
-/// Reaps `pid`, returning its wait status and peak RSS in KiB.
-fn wait4(pid: libc::pid_t) -> Result<(i32, u64), String> {
+/// Reaps `pid`, returning its wait status and resource usage.
+fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage), String> {
     let mut status = 0;
     // SAFETY: an all-zero `rusage` is valid; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -193,13 +211,24 @@ fn wait4(pid: libc::pid_t) -> Result<(i32, u64), String> {
         // SAFETY: `pid` is our unreaped child; both pointers are valid.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
-            return Ok((status, usage.ru_maxrss as u64));
+            return Ok((status, usage));
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
             return Err(format!("wait4: {err}"));
         }
     }
+}
+
+/// `f` of the samples of every (workload, allocator) cell.
+fn per_cell(
+    samples: &[Vec<Vec<Sample>>],
+    f: impl Fn(&[Sample]) -> Option<f64>,
+) -> Vec<Vec<Option<f64>>> {
+    samples
+        .iter()
+        .map(|row| row.iter().map(|cell| f(cell)).collect())
+        .collect()
 }
 
 fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -226,6 +255,21 @@ fn cpu_model() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Facts about the whole run, for the report header.
+struct RunInfo {
+    elapsed: f64,
+    load_before: String,
+    load_after: String,
 }
 
 fn date_utc() -> String {
@@ -290,42 +334,32 @@ fn print_table(
 
 fn print_report(
     opts: &Options,
+    run: &RunInfo,
     workloads: &[&Workload],
     samples: &[Vec<Vec<Sample>>],
     failures: &[Vec<Option<String>>],
 ) {
     let allocs = &opts.allocators;
-    let ms: Vec<Vec<Option<f64>>> = samples
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|s| median(s.iter().map(|s| s.ns as f64 / 1e6).collect()))
-                .collect()
-        })
-        .collect();
-    let mib: Vec<Vec<Option<f64>>> = samples
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|s| median(s.iter().map(|s| s.maxrss_kib as f64 / 1024.0).collect()))
-                .collect()
-        })
-        .collect();
+    let ms = per_cell(samples, |s| {
+        median(s.iter().map(|s| s.ns as f64 / 1e6).collect())
+    });
+    let cpu_ms = per_cell(samples, |s| {
+        median(s.iter().map(|s| s.cpu_ns as f64 / 1e6).collect())
+    });
+    let mib = per_cell(samples, |s| {
+        median(s.iter().map(|s| s.maxrss_kib as f64 / 1024.0).collect())
+    });
+    let faults = per_cell(samples, |s| {
+        median(s.iter().map(|s| s.minflt as f64 / 1e3).collect())
+    });
     // (max - min) / median of the times, in percent.
-    let spread: Vec<Vec<Option<f64>>> = samples
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|s| {
-                    let t: Vec<f64> = s.iter().map(|s| s.ns as f64).collect();
-                    let med = median(t.clone())?;
-                    let max = t.iter().copied().fold(f64::MIN, f64::max);
-                    let min = t.iter().copied().fold(f64::MAX, f64::min);
-                    Some(100.0 * (max - min) / med)
-                })
-                .collect()
-        })
-        .collect();
+    let spread = per_cell(samples, |s| {
+        let t: Vec<f64> = s.iter().map(|s| s.ns as f64).collect();
+        let med = median(t.clone())?;
+        let max = t.iter().copied().fold(f64::MIN, f64::max);
+        let min = t.iter().copied().fold(f64::MAX, f64::min);
+        Some(100.0 * (max - min) / med)
+    });
 
     println!("## zonal benchmarks\n");
     println!("- date: {}", date_utc());
@@ -340,16 +374,40 @@ fn print_report(
         opts.reps, opts.scale
     );
     println!(
+        "- whole run {:.0} s; 1-minute load average {} before, {} after \
+         (a load above the CPU count means other processes competed: trust CPU time and ratios \
+         over absolute times)",
+        run.elapsed, run.load_before, run.load_after
+    );
+    println!(
         "- every allocator is reached through the same dispatching `#[global_allocator]` \
-         (one byte load and a jump table per call)\n"
+         (two loads and an indirect jump per call)\n"
     );
     print_table("Wall time (median)", "ms", workloads, allocs, &ms, 1, true);
+    print_table(
+        "CPU time, user + system, whole process (median)",
+        "ms",
+        workloads,
+        allocs,
+        &cpu_ms,
+        1,
+        true,
+    );
     print_table(
         "Peak RSS (median of ru_maxrss)",
         "MiB",
         workloads,
         allocs,
         &mib,
+        1,
+        true,
+    );
+    print_table(
+        "Minor page faults (median, whole process)",
+        "thousands",
+        workloads,
+        allocs,
+        &faults,
         1,
         true,
     );

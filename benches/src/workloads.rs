@@ -38,12 +38,12 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "churn-batch-1k",
         about: "(a) 1 thread: alloc 1,000 blocks of 16 B-1 KiB, free them in order, repeat",
-        run: |s| churn_batch(1_000, s),
+        run: |s| churn_batch(1_000, 20_000_000, s),
     },
     Workload {
         name: "churn-batch-100k",
         about: "(a) 1 thread: alloc 100,000 blocks of 16 B-1 KiB, free them in order, repeat",
-        run: |s| churn_batch(100_000, s),
+        run: |s| churn_batch(100_000, 5_000_000, s),
     },
     Workload {
         name: "mixed",
@@ -159,9 +159,10 @@ fn churn_pairs(scale: f64) -> u64 {
     sum
 }
 
-/// (a) batches: allocate `batch` blocks, free them in allocation order.
-fn churn_batch(batch: usize, scale: f64) -> u64 {
-    let rounds = scaled(20_000_000, scale).div_ceil(batch);
+/// (a) batches: allocate `batch` blocks, free them in allocation order;
+/// `total` allocations in all at scale 1.
+fn churn_batch(batch: usize, total: usize, scale: f64) -> u64 {
+    let rounds = scaled(total, scale).div_ceil(batch);
     let mut rng = Rng::new(2);
     let mut held: Vec<Block> = Vec::with_capacity(batch);
     let mut sum = 0u64;
@@ -191,7 +192,7 @@ fn mixed_size(rng: &mut Rng) -> usize {
 /// (b) mixed sizes over a working set of 4,000 live blocks (~30 MiB).
 fn mixed(scale: f64) -> u64 {
     const SLOTS: usize = 4_000;
-    let steps = scaled(3_000_000, scale);
+    let steps = scaled(2_000_000, scale);
     let mut rng = Rng::new(3);
     let mut slots: Vec<Block> = (0..SLOTS)
         .map(|i| Block::new(mixed_size(&mut rng), i as u8))
