@@ -15,7 +15,11 @@ use core::ptr::NonNull;
 use zonal::ManualZone;
 
 fn bytes<'a>(p: NonNull<[u8]>, len: usize) -> &'a mut [u8] {
-    assert!(p.len() >= len, "block of {} bytes for a request of {len}", p.len());
+    assert!(
+        p.len() >= len,
+        "block of {} bytes for a request of {len}",
+        p.len()
+    );
     // SAFETY: the allocator returned at least `len` bytes at `p`, and the
     // caller uses the slice only while the block is live.
     unsafe { core::slice::from_raw_parts_mut(p.cast::<u8>().as_ptr(), len) }
@@ -33,11 +37,17 @@ fn lay(size: usize, align: usize) -> Layout {
 fn hashbrown_map_in_manual_zone() {
     let mut map = hashbrown::HashMap::new_in(ManualZone);
     for i in 0..100_000u64 {
-        assert!(map.insert(i, i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).is_none());
+        assert!(map
+            .insert(i, i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .is_none());
     }
     assert_eq!(map.len(), 100_000);
     for i in 0..100_000u64 {
-        assert_eq!(map.get(&i), Some(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), "key {i}");
+        assert_eq!(
+            map.get(&i),
+            Some(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            "key {i}"
+        );
     }
     for i in (0..100_000u64).filter(|i| i % 3 != 0) {
         assert!(map.remove(&i).is_some());
@@ -48,7 +58,8 @@ fn hashbrown_map_in_manual_zone() {
         assert_eq!(map.contains_key(&i), i % 3 == 0, "key {i}");
     }
     // Values that own memory of their own, in the same zone.
-    let mut nested: hashbrown::HashMap<String, AVec<u32, ManualZone>, _, _> = hashbrown::HashMap::new_in(ManualZone);
+    let mut nested: hashbrown::HashMap<String, AVec<u32, ManualZone>, _, _> =
+        hashbrown::HashMap::new_in(ManualZone);
     for i in 0..2_000u32 {
         let mut v = AVec::new_in(ManualZone);
         v.extend(0..i % 97);
@@ -88,7 +99,10 @@ fn allocator_api2_vec_in_manual_zone() {
         pages.push(Page([i; 512]));
         assert_eq!(pages.as_ptr() as usize % 4096, 0);
     }
-    assert!(pages.iter().enumerate().all(|(i, p)| p.0.iter().all(|&x| x == i as u64)));
+    assert!(pages
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.0.iter().all(|&x| x == i as u64)));
 
     // Vectors of vectors, grown and shrunk in turn.
     let mut rng = Rng::new(7);
@@ -150,14 +164,21 @@ fn zero_size_layouts() {
             let g = ManualZone.grow(p.cast(), zero, lay(100, align)).unwrap();
             assert_eq!(addr(g) % align, 0);
             bytes(g, 100).fill(9);
-            let gz = ManualZone.grow_zeroed(g.cast(), lay(100, align), lay(300, align)).unwrap();
+            let gz = ManualZone
+                .grow_zeroed(g.cast(), lay(100, align), lay(300, align))
+                .unwrap();
             let b = bytes(gz, 300);
-            assert!(b[..100].iter().all(|&x| x == 9) && common::is_zero(&b[100..]), "align {align}");
+            assert!(
+                b[..100].iter().all(|&x| x == 9) && common::is_zero(&b[100..]),
+                "align {align}"
+            );
             let s = ManualZone.shrink(gz.cast(), lay(300, align), zero).unwrap();
             assert_eq!(addr(s) % align, 0);
             assert_eq!(s.len(), 0);
             ManualZone.deallocate(s.cast(), zero);
-            let gz = ManualZone.grow_zeroed(s.cast(), zero, lay(5000, align)).unwrap();
+            let gz = ManualZone
+                .grow_zeroed(s.cast(), zero, lay(5000, align))
+                .unwrap();
             assert!(common::is_zero(bytes(gz, 5000)));
             ManualZone.deallocate(gz.cast(), lay(5000, align));
         }
@@ -168,7 +189,18 @@ fn zero_size_layouts() {
 /// the contents, keeps the alignment, and zero-fills what grow_zeroed adds.
 #[test]
 fn grow_shrink_chain_every_alignment() {
-    let sizes = [1usize, 7, 16, 100, 4096, 65_537, 1 << 20, (1 << 20) + 1, 3 << 20, 9 << 20];
+    let sizes = [
+        1usize,
+        7,
+        16,
+        100,
+        4096,
+        65_537,
+        1 << 20,
+        (1 << 20) + 1,
+        3 << 20,
+        9 << 20,
+    ];
     for align in alignments() {
         for (k, pair) in sizes.windows(2).enumerate() {
             let (small, big) = (pair[0], pair[1]);
@@ -188,21 +220,37 @@ fn grow_shrink_chain_every_alignment() {
                 let l1 = lay(big, align);
                 let p1 = ManualZone.grow(p.cast(), l0, l1).unwrap();
                 assert_eq!(addr(p1) % align, 0, "grow {small}->{big} align {align}");
-                assert!(common::check_prefix(bytes(p1, small), seed, small), "grow {small}->{big} align {align}");
+                assert!(
+                    common::check_prefix(bytes(p1, small), seed, small),
+                    "grow {small}->{big} align {align}"
+                );
                 common::fill(bytes(p1, big), seed ^ 1);
                 // shrink to `small`, with a larger alignment when there is one
                 let align2 = if align < 1 << 16 { align * 4 } else { align };
                 let l2 = lay(small, align2);
                 let p2 = ManualZone.shrink(p1.cast(), l1, l2).unwrap();
-                assert_eq!(addr(p2) % align2, 0, "shrink {big}->{small} align {align}->{align2}");
-                assert!(common::check_prefix(bytes(p2, small), seed ^ 1, big), "shrink {big}->{small} align {align}");
+                assert_eq!(
+                    addr(p2) % align2,
+                    0,
+                    "shrink {big}->{small} align {align}->{align2}"
+                );
+                assert!(
+                    common::check_prefix(bytes(p2, small), seed ^ 1, big),
+                    "shrink {big}->{small} align {align}"
+                );
                 // grow_zeroed back to `big`: old prefix kept, tail zero
                 let l3 = lay(big, align2);
                 let p3 = ManualZone.grow_zeroed(p2.cast(), l2, l3).unwrap();
                 assert_eq!(addr(p3) % align2, 0);
                 let b = bytes(p3, big);
-                assert!(common::check_prefix(&b[..small], seed ^ 1, big), "grow_zeroed {small}->{big} align {align2}");
-                assert!(common::is_zero(&b[small..]), "grow_zeroed {small}->{big} align {align2}: tail not zero");
+                assert!(
+                    common::check_prefix(&b[..small], seed ^ 1, big),
+                    "grow_zeroed {small}->{big} align {align2}"
+                );
+                assert!(
+                    common::is_zero(&b[small..]),
+                    "grow_zeroed {small}->{big} align {align2}: tail not zero"
+                );
                 // a grow to the same size is allowed and changes nothing
                 let p4 = ManualZone.grow(p3.cast(), l3, l3).unwrap();
                 assert!(common::is_zero(&bytes(p4, big)[small..]));
@@ -232,7 +280,11 @@ fn huge_grow_and_shrink() {
         let l3 = lay(40 << 20, 1 << 21);
         let p3 = ManualZone.grow(p2.cast(), l2, l3).unwrap();
         assert_eq!(addr(p3) % (1 << 21), 0);
-        assert!(common::check_prefix(&bytes(p3, 40 << 20)[..3 << 20], 12, 64 << 20));
+        assert!(common::check_prefix(
+            &bytes(p3, 40 << 20)[..3 << 20],
+            12,
+            64 << 20
+        ));
         let l4 = lay(1000, 16);
         let p4 = ManualZone.shrink(p3.cast(), l3, l4).unwrap();
         assert!(common::check_prefix(bytes(p4, 1000), 12, 64 << 20));
@@ -245,7 +297,9 @@ fn huge_grow_and_shrink() {
 #[test]
 fn allocate_zeroed_after_dirty_reuse() {
     let mut rng = Rng::new(99);
-    let mut sizes: Vec<usize> = (0..=21).flat_map(|s| [1usize << s, (1 << s) + 1, (3 << s) / 2]).collect();
+    let mut sizes: Vec<usize> = (0..=21)
+        .flat_map(|s| [1usize << s, (1 << s) + 1, (3 << s) / 2])
+        .collect();
     sizes.extend((0..200).map(|_| rng.log_size(1, 1 << 20)));
     for &size in &sizes {
         for align in [1usize, 16, 64, 4096] {
@@ -262,8 +316,13 @@ fn allocate_zeroed_after_dirty_reuse() {
                 // SAFETY: allocated above with `l`.
                 unsafe { ManualZone.deallocate(p.cast(), l) };
             }
-            let zeroed: Vec<_> = (0..4).map(|_| ManualZone.allocate_zeroed(l).unwrap()).collect();
-            let reused = zeroed.iter().filter(|z| dirty.iter().any(|d| addr(**z) == addr(*d))).count();
+            let zeroed: Vec<_> = (0..4)
+                .map(|_| ManualZone.allocate_zeroed(l).unwrap())
+                .collect();
+            let reused = zeroed
+                .iter()
+                .filter(|z| dirty.iter().any(|d| addr(**z) == addr(*d)))
+                .count();
             for z in &zeroed {
                 assert_eq!(addr(*z) % align, 0);
                 assert!(
@@ -288,7 +347,12 @@ fn allocate_many_disjoint() {
         let size = rng.log_size(1, 300_000);
         let align = 1usize << rng.below(13);
         let l = lay(size, align);
-        let p = if i % 2 == 0 { ManualZone.allocate(l) } else { ManualZone.allocate_zeroed(l) }.unwrap();
+        let p = if i % 2 == 0 {
+            ManualZone.allocate(l)
+        } else {
+            ManualZone.allocate_zeroed(l)
+        }
+        .unwrap();
         assert_eq!(addr(p) % align, 0);
         if i % 2 == 1 {
             assert!(common::is_zero(bytes(p, size)));
@@ -298,13 +362,22 @@ fn allocate_many_disjoint() {
     }
     live.sort_unstable_by_key(|e| e.0);
     for w in live.windows(2) {
-        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks {:#x}+{} and {:#x} overlap", w[0].0, w[0].1, w[1].0);
+        assert!(
+            w[0].0 + w[0].1 <= w[1].0,
+            "blocks {:#x}+{} and {:#x} overlap",
+            w[0].0,
+            w[0].1,
+            w[1].0
+        );
     }
     for (a, size, l, seed) in live {
         let p = NonNull::new(a as *mut u8).unwrap();
         // SAFETY: live block of `size` bytes allocated with `l`.
         unsafe {
-            assert!(common::check(core::slice::from_raw_parts(p.as_ptr(), size), seed));
+            assert!(common::check(
+                core::slice::from_raw_parts(p.as_ptr(), size),
+                seed
+            ));
             ManualZone.deallocate(p, l);
         }
     }

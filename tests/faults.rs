@@ -53,7 +53,9 @@ fn free(p: *mut u8, size: usize) {
 
 /// Frees `addr` on a new thread and waits for it.
 fn free_on_other_thread(addr: usize, size: usize) {
-    std::thread::spawn(move || free(addr as *mut u8, size)).join().unwrap();
+    std::thread::spawn(move || free(addr as *mut u8, size))
+        .join()
+        .unwrap();
 }
 
 /// Allocates many blocks of `size` (and keeps them), so that the calling
@@ -242,27 +244,52 @@ enum Expect {
 }
 
 fn expect_fault(scenario: &str, expect: Expect) {
-    let out = common::run_child("child_entry", &[(SCENARIO_VAR, scenario)], Duration::from_secs(30));
+    let out = common::run_child(
+        "child_entry",
+        &[(SCENARIO_VAR, scenario)],
+        Duration::from_secs(30),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let context = format!("scenario {scenario}: status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let context = format!(
+        "scenario {scenario}: status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
     // libtest prints `test child_entry ... ` on the same line.
     let addr = stdout
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ADDR="))
         .unwrap_or_else(|| panic!("child did not announce an address; {context}"));
-    assert!(!stdout.contains("SURVIVED"), "zonal did not detect the misuse; {context}");
-    assert_eq!(common::signal_of(&out), Some(6), "child did not die of SIGABRT; {context}");
+    assert!(
+        !stdout.contains("SURVIVED"),
+        "zonal did not detect the misuse; {context}"
+    );
+    assert_eq!(
+        common::signal_of(&out),
+        Some(6),
+        "child did not die of SIGABRT; {context}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("zonal:")).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one `zonal:` line; {context}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one `zonal:` line; {context}"
+    );
     let line = lines[0];
     match expect {
         Expect::Exact(verb, reason) => {
-            assert_eq!(line, format!("zonal: {verb} of {addr}: {reason}"), "{context}");
+            assert_eq!(
+                line,
+                format!("zonal: {verb} of {addr}: {reason}"),
+                "{context}"
+            );
         }
         Expect::Contains(verb, text) => {
             let prefix = format!("zonal: {verb} of {addr}: ");
-            assert!(line.starts_with(&prefix) && line[prefix.len()..].contains(text), "{context}");
+            assert!(
+                line.starts_with(&prefix) && line[prefix.len()..].contains(text),
+                "{context}"
+            );
         }
     }
 }
@@ -274,32 +301,50 @@ fn double_free_same_thread() {
 
 #[test]
 fn double_free_through_manual_zone() {
-    expect_fault("double_free_manual_zone", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_manual_zone",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
 fn double_free_large_block() {
-    expect_fault("double_free_large", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_large",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
 fn double_free_huge_block() {
-    expect_fault("double_free_huge", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_huge",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
 fn double_free_freed_by_other_thread_then_owner() {
-    expect_fault("double_free_remote_then_owner", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_remote_then_owner",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
 fn double_free_freed_by_owner_then_other_thread() {
-    expect_fault("double_free_owner_then_remote", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_owner_then_remote",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
 fn double_free_by_two_other_threads() {
-    expect_fault("double_free_remote_twice", Expect::Exact("double free", DOUBLE_FREE));
+    expect_fault(
+        "double_free_remote_twice",
+        Expect::Exact("double free", DOUBLE_FREE),
+    );
 }
 
 #[test]
@@ -309,7 +354,10 @@ fn free_of_stack_pointer() {
 
 #[test]
 fn free_of_libc_malloc_pointer() {
-    expect_fault("foreign_libc_malloc", Expect::Exact("invalid free", FOREIGN));
+    expect_fault(
+        "foreign_libc_malloc",
+        Expect::Exact("invalid free", FOREIGN),
+    );
 }
 
 #[test]
@@ -329,7 +377,10 @@ fn free_of_misaligned_pointer() {
 
 #[test]
 fn free_of_misaligned_pointer_into_other_threads_block() {
-    expect_fault("misaligned_remote", Expect::Exact("invalid free", MISALIGNED));
+    expect_fault(
+        "misaligned_remote",
+        Expect::Exact("invalid free", MISALIGNED),
+    );
 }
 
 #[test]
@@ -339,27 +390,42 @@ fn free_of_misaligned_pointer_of_huge_block() {
 
 #[test]
 fn realloc_of_stack_pointer() {
-    expect_fault("realloc_foreign_stack", Expect::Exact("invalid realloc", FOREIGN));
+    expect_fault(
+        "realloc_foreign_stack",
+        Expect::Exact("invalid realloc", FOREIGN),
+    );
 }
 
 #[test]
 fn realloc_of_libc_malloc_pointer() {
-    expect_fault("realloc_foreign_malloc", Expect::Exact("invalid realloc", FOREIGN));
+    expect_fault(
+        "realloc_foreign_malloc",
+        Expect::Exact("invalid realloc", FOREIGN),
+    );
 }
 
 #[test]
 fn realloc_of_freed_block() {
-    expect_fault("realloc_freed", Expect::Contains("invalid realloc", "not allocated"));
+    expect_fault(
+        "realloc_freed",
+        Expect::Contains("invalid realloc", "not allocated"),
+    );
 }
 
 #[test]
 fn realloc_of_interior_pointer() {
-    expect_fault("realloc_interior", Expect::Exact("invalid realloc", INTERIOR));
+    expect_fault(
+        "realloc_interior",
+        Expect::Exact("invalid realloc", INTERIOR),
+    );
 }
 
 #[test]
 fn realloc_of_misaligned_pointer() {
-    expect_fault("realloc_misaligned", Expect::Exact("invalid realloc", MISALIGNED));
+    expect_fault(
+        "realloc_misaligned",
+        Expect::Exact("invalid realloc", MISALIGNED),
+    );
 }
 
 #[test]

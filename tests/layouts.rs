@@ -47,10 +47,16 @@ impl Live {
     fn insert(&mut self, p: *mut u8, len: usize) {
         let a = p as usize;
         if let Some((&start, &n)) = self.0.range(..=a).next_back() {
-            assert!(start + n <= a, "block {a:#x}+{len} overlaps live block {start:#x}+{n}");
+            assert!(
+                start + n <= a,
+                "block {a:#x}+{len} overlaps live block {start:#x}+{n}"
+            );
         }
         if let Some((&start, &n)) = self.0.range(a..).next() {
-            assert!(a + len <= start, "block {a:#x}+{len} overlaps live block {start:#x}+{n}");
+            assert!(
+                a + len <= start,
+                "block {a:#x}+{len} overlaps live block {start:#x}+{n}"
+            );
         }
         self.0.insert(a, len);
     }
@@ -72,15 +78,25 @@ fn every_size_class_boundary() {
             let z = Zonal.alloc_zeroed(l);
             let b = Zonal.alloc(l);
             for (k, &p) in [a, z, b].iter().enumerate() {
-                assert_eq!(p as usize % 16, 0, "size {size}: blocks are 16-byte aligned");
+                assert_eq!(
+                    p as usize % 16,
+                    0,
+                    "size {size}: blocks are 16-byte aligned"
+                );
                 live.insert(p, size);
                 if k == 1 {
-                    assert!(common::is_zero(slice(p, size)), "alloc_zeroed({size}) not zero");
+                    assert!(
+                        common::is_zero(slice(p, size)),
+                        "alloc_zeroed({size}) not zero"
+                    );
                 }
                 common::fill(slice(p, size), common::seed_of(&[i as u64, k as u64]));
             }
             for (k, &p) in [a, z, b].iter().enumerate() {
-                assert!(common::check(slice(p, size), common::seed_of(&[i as u64, k as u64])), "size {size} block {k} overwritten");
+                assert!(
+                    common::check(slice(p, size), common::seed_of(&[i as u64, k as u64])),
+                    "size {size} block {k} overwritten"
+                );
             }
             // Keep the smaller blocks alive to the end (overlap checks
             // against everything); free the big ones now.
@@ -99,7 +115,10 @@ fn every_size_class_boundary() {
         }
     }
     for (p, size, seed) in kept {
-        assert!(common::check(slice(p, size), seed), "kept block of {size} bytes overwritten");
+        assert!(
+            common::check(slice(p, size), seed),
+            "kept block of {size} bytes overwritten"
+        );
         live.remove(p);
         // SAFETY: allocated above with this layout.
         unsafe { Zonal.dealloc(p, lay(size, 1)) };
@@ -108,7 +127,9 @@ fn every_size_class_boundary() {
 }
 
 fn alignments() -> impl Iterator<Item = usize> {
-    (0..=22).map(|s| 1usize << s).chain([1 << 23, 1 << 24, 1 << 25])
+    (0..=22)
+        .map(|s| 1usize << s)
+        .chain([1 << 23, 1 << 24, 1 << 25])
 }
 
 #[test]
@@ -116,7 +137,14 @@ fn every_alignment() {
     let mut live = Live::default();
     let mut held = Vec::new();
     for align in alignments() {
-        let mut sizes = vec![1, align.saturating_sub(1).max(1), align, align + 1, 2 * align + 16, 3 * align];
+        let mut sizes = vec![
+            1,
+            align.saturating_sub(1).max(1),
+            align,
+            align + 1,
+            2 * align + 16,
+            3 * align,
+        ];
         sizes.extend([16, 100, 5000, 100_000]);
         sizes.retain(|&s| s <= 48 << 20);
         sizes.sort_unstable();
@@ -132,9 +160,16 @@ fn every_alignment() {
                 live.insert(p, size);
                 common::fill(slice(p, size), seed);
                 let z = Zonal.alloc_zeroed(l);
-                assert_eq!(z as usize % align, 0, "alloc_zeroed({size}, {align}) at {z:?}");
+                assert_eq!(
+                    z as usize % align,
+                    0,
+                    "alloc_zeroed({size}, {align}) at {z:?}"
+                );
                 live.insert(z, size);
-                assert!(common::is_zero(slice(z, size)), "alloc_zeroed({size}, {align}) not zero");
+                assert!(
+                    common::is_zero(slice(z, size)),
+                    "alloc_zeroed({size}, {align}) not zero"
+                );
                 live.remove(z);
                 Zonal.dealloc(z, l);
 
@@ -144,14 +179,20 @@ fn every_alignment() {
                 let g = Zonal.realloc(p, l, grown);
                 assert_eq!(g as usize % align, 0, "realloc({size}->{grown}, {align})");
                 live.insert(g, grown);
-                assert!(common::check_prefix(slice(g, size), seed, size), "realloc({size}->{grown}, {align}) lost data");
+                assert!(
+                    common::check_prefix(slice(g, size), seed, size),
+                    "realloc({size}->{grown}, {align}) lost data"
+                );
                 common::fill(slice(g, grown), seed ^ 1);
                 live.remove(g);
                 let shrunk = (size / 3).max(1);
                 let s = Zonal.realloc(g, lay(grown, align), shrunk);
                 assert_eq!(s as usize % align, 0, "realloc({grown}->{shrunk}, {align})");
                 live.insert(s, shrunk);
-                assert!(common::check_prefix(slice(s, shrunk), seed ^ 1, grown), "realloc({grown}->{shrunk}, {align}) lost data");
+                assert!(
+                    common::check_prefix(slice(s, shrunk), seed ^ 1, grown),
+                    "realloc({grown}->{shrunk}, {align}) lost data"
+                );
                 // Hold small blocks to the end so later ones are checked
                 // against them.
                 if shrunk <= 4096 {
@@ -164,7 +205,10 @@ fn every_alignment() {
         }
     }
     for (p, size, align, seed, full) in held {
-        assert!(common::check_prefix(slice(p, size), seed, full), "held block {size}/{align} overwritten");
+        assert!(
+            common::check_prefix(slice(p, size), seed, full),
+            "held block {size}/{align} overwritten"
+        );
         live.remove(p);
         // SAFETY: allocated with this layout.
         unsafe { Zonal.dealloc(p, lay(size, align)) };
@@ -176,8 +220,29 @@ fn every_alignment() {
 #[test]
 fn realloc_chain_across_all_kinds() {
     let chain = [
-        1usize, 17, 100, 128, 129, 1000, 1024, 1025, 5000, 8192, 8193, 70_000, 600_000, 1 << 20, (1 << 20) + 1,
-        5 << 20, 6 << 20, 3 << 20, 900_000, 700, 16, 5, 1,
+        1usize,
+        17,
+        100,
+        128,
+        129,
+        1000,
+        1024,
+        1025,
+        5000,
+        8192,
+        8193,
+        70_000,
+        600_000,
+        1 << 20,
+        (1 << 20) + 1,
+        5 << 20,
+        6 << 20,
+        3 << 20,
+        900_000,
+        700,
+        16,
+        5,
+        1,
     ];
     for align in [1usize, 16, 64, 4096, 1 << 16, 1 << 20] {
         let seed = align as u64;
@@ -190,7 +255,11 @@ fn realloc_chain_across_all_kinds() {
             for (step, &next) in chain.iter().enumerate().skip(1) {
                 let q = Zonal.realloc(p, lay(size, align), next);
                 assert!(!q.is_null());
-                assert_eq!(q as usize % align, 0, "step {step}: {size}->{next} align {align}");
+                assert_eq!(
+                    q as usize % align,
+                    0,
+                    "step {step}: {size}->{next} align {align}"
+                );
                 let kept = size.min(next);
                 assert!(
                     common::check_prefix(slice(q, kept), seed + step as u64 - 1, filled),
@@ -221,12 +290,21 @@ fn huge_realloc_through_mremap() {
         common::fill(slice(n, 6 * MIB), 2);
 
         let p = Zonal.realloc(p, l, 64 * MIB);
-        assert!(common::check(slice(p, 2 * MIB), 1), "2 MiB -> 64 MiB lost data");
+        assert!(
+            common::check(slice(p, 2 * MIB), 1),
+            "2 MiB -> 64 MiB lost data"
+        );
         common::fill(slice(p, 64 * MIB), 3);
-        assert!(common::check(slice(n, 6 * MIB), 2), "neighbour overwritten by the grown block");
+        assert!(
+            common::check(slice(n, 6 * MIB), 2),
+            "neighbour overwritten by the grown block"
+        );
 
         let p = Zonal.realloc(p, lay(64 * MIB, 16), 3 * MIB);
-        assert!(common::check_prefix(slice(p, 3 * MIB), 3, 64 * MIB), "64 MiB -> 3 MiB lost data");
+        assert!(
+            common::check_prefix(slice(p, 3 * MIB), 3, 64 * MIB),
+            "64 MiB -> 3 MiB lost data"
+        );
         common::fill(slice(p, 3 * MIB), 4);
 
         // Small steps inside the same mapping, then a shrink into a size
@@ -235,9 +313,17 @@ fn huge_realloc_through_mremap() {
         assert!(common::check_prefix(slice(p, 3 * MIB), 4, 3 * MIB));
         common::fill(slice(p, 3 * MIB + 4096), 5);
         let p = Zonal.realloc(p, lay(3 * MIB + 4096, 16), 2 * MIB - 1);
-        assert!(common::check_prefix(slice(p, 2 * MIB - 1), 5, 3 * MIB + 4096));
+        assert!(common::check_prefix(
+            slice(p, 2 * MIB - 1),
+            5,
+            3 * MIB + 4096
+        ));
         let p = Zonal.realloc(p, lay(2 * MIB - 1, 16), 512 * 1024);
-        assert!(common::check_prefix(slice(p, 512 * 1024), 5, 3 * MIB + 4096));
+        assert!(common::check_prefix(
+            slice(p, 512 * 1024),
+            5,
+            3 * MIB + 4096
+        ));
         common::fill(slice(p, 512 * 1024), 6);
         let p = Zonal.realloc(p, lay(512 * 1024, 16), 20 * MIB);
         assert!(common::check(slice(p, 512 * 1024), 6));
@@ -269,7 +355,11 @@ fn interleaved_huge_growth() {
             for b in blocks.iter_mut() {
                 let new = b.1 * 2;
                 let q = Zonal.realloc(b.0, lay(b.1, 16), new);
-                assert!(common::check(slice(q, b.1), b.2), "round {round}: grow {} -> {new}", b.1);
+                assert!(
+                    common::check(slice(q, b.1), b.2),
+                    "round {round}: grow {} -> {new}",
+                    b.1
+                );
                 let seed = b.2 + round * 100;
                 common::fill(slice(q, new), seed);
                 *b = (q, new, seed);
@@ -301,7 +391,10 @@ fn realloc_to_smaller_sizes() {
                 let p = Zonal.alloc(lay(size, 8));
                 common::fill(slice(p, size), seed);
                 let q = Zonal.realloc(p, lay(size, 8), target);
-                assert!(common::check_prefix(slice(q, target), seed, size), "realloc {size} -> {target}");
+                assert!(
+                    common::check_prefix(slice(q, target), seed, size),
+                    "realloc {size} -> {target}"
+                );
                 Zonal.dealloc(q, lay(target, 8));
             }
         }
@@ -321,7 +414,11 @@ fn alloc_zeroed_reuses_dirty_blocks_cleared() {
                 slice(p, size).fill(0xEE);
                 Zonal.dealloc(p, l);
                 let z = Zonal.alloc_zeroed(l);
-                assert!(common::is_zero(slice(z, size)), "alloc_zeroed({size}, {align}) dirty (reused: {})", p == z);
+                assert!(
+                    common::is_zero(slice(z, size)),
+                    "alloc_zeroed({size}, {align}) dirty (reused: {})",
+                    p == z
+                );
                 slice(z, size).fill(0xDD);
                 // And realloc growth from a zeroed block keeps its bytes.
                 let g = Zonal.realloc(z, l, size + 100);

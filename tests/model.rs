@@ -34,16 +34,29 @@ struct Model {
 impl Model {
     fn check_free(&self, addr: usize, size: usize, what: &str) {
         if let Some((&a, b)) = self.live.range(..=addr).next_back() {
-            assert!(a + b.size <= addr, "{what}: {addr:#x}+{size} overlaps live {a:#x}+{}", b.size);
+            assert!(
+                a + b.size <= addr,
+                "{what}: {addr:#x}+{size} overlaps live {a:#x}+{}",
+                b.size
+            );
         }
         if let Some((&a, b)) = self.live.range(addr..).next() {
-            assert!(addr + size <= a, "{what}: {addr:#x}+{size} overlaps live {a:#x}+{}", b.size);
+            assert!(
+                addr + size <= a,
+                "{what}: {addr:#x}+{size} overlaps live {a:#x}+{}",
+                b.size
+            );
         }
     }
 
     fn insert(&mut self, addr: usize, block: Block, what: &str) {
         assert!(addr != 0, "{what}: null for {block:?}");
-        assert_eq!(addr % block.align, 0, "{what}: {addr:#x} not aligned to {}", block.align);
+        assert_eq!(
+            addr % block.align,
+            0,
+            "{what}: {addr:#x} not aligned to {}",
+            block.align
+        );
         self.check_free(addr, block.size, what);
         self.bytes += block.size;
         self.live.insert(addr, block);
@@ -107,24 +120,52 @@ fn run_sequence(seed: u64, ops: usize) -> usize {
             let l = Layout::from_size_align(size, align).unwrap();
             let zeroed = rng.chance(1, 3);
             // SAFETY: non-zero size.
-            let p = unsafe { if zeroed { Zonal.alloc_zeroed(l) } else { Zonal.alloc(l) } } as usize;
-            let block = Block { size, align, seed: fresh_seed() };
+            let p = unsafe {
+                if zeroed {
+                    Zonal.alloc_zeroed(l)
+                } else {
+                    Zonal.alloc(l)
+                }
+            } as usize;
+            let block = Block {
+                size,
+                align,
+                seed: fresh_seed(),
+            };
             model.insert(p, block, &what);
             if zeroed {
-                assert!(common::is_zero(bytes(p, size)), "{what}: alloc_zeroed({size}, {align}) not zero");
+                assert!(
+                    common::is_zero(bytes(p, size)),
+                    "{what}: alloc_zeroed({size}, {align}) not zero"
+                );
             }
             common::fill(bytes(p, size), block.seed);
         } else if !must_free && choice < 65 {
             // realloc (GlobalAlloc: same alignment)
             let (p, old) = model.nth(rng.below(model.live.len() as u64) as usize);
-            assert!(common::check(bytes(p, old.size), old.seed), "{what}: block {p:#x} {old:?} corrupted");
-            let new_size = if rng.chance(1, 2) { random_size(&mut rng) } else { (old.size / 2).max(1) };
+            assert!(
+                common::check(bytes(p, old.size), old.seed),
+                "{what}: block {p:#x} {old:?} corrupted"
+            );
+            let new_size = if rng.chance(1, 2) {
+                random_size(&mut rng)
+            } else {
+                (old.size / 2).max(1)
+            };
             model.remove(p);
             // SAFETY: a live block with its layout.
             let q = unsafe {
-                Zonal.realloc(p as *mut u8, Layout::from_size_align(old.size, old.align).unwrap(), new_size)
+                Zonal.realloc(
+                    p as *mut u8,
+                    Layout::from_size_align(old.size, old.align).unwrap(),
+                    new_size,
+                )
             } as usize;
-            let block = Block { size: new_size, align: old.align, seed: fresh_seed() };
+            let block = Block {
+                size: new_size,
+                align: old.align,
+                seed: fresh_seed(),
+            };
             model.insert(q, block, &what);
             let kept = old.size.min(new_size);
             assert!(
@@ -138,9 +179,16 @@ fn run_sequence(seed: u64, ops: usize) -> usize {
             // grow / grow_zeroed / shrink through the Allocator trait, with
             // a possibly different alignment
             let (p, old) = model.nth(rng.below(model.live.len() as u64) as usize);
-            assert!(common::check(bytes(p, old.size), old.seed), "{what}: block {p:#x} {old:?} corrupted");
+            assert!(
+                common::check(bytes(p, old.size), old.seed),
+                "{what}: block {p:#x} {old:?} corrupted"
+            );
             let new_size = random_size(&mut rng);
-            let new_align = if rng.chance(1, 2) { old.align } else { random_align(&mut rng) };
+            let new_align = if rng.chance(1, 2) {
+                old.align
+            } else {
+                random_align(&mut rng)
+            };
             let ol = Layout::from_size_align(old.size, old.align).unwrap();
             let nl = Layout::from_size_align(new_size, new_align).unwrap();
             let ptr = NonNull::new(p as *mut u8).unwrap();
@@ -162,7 +210,11 @@ fn run_sequence(seed: u64, ops: usize) -> usize {
             .unwrap_or_else(|_| panic!("{what}: resize {ol:?} -> {nl:?} failed"));
             assert!(r.len() >= new_size);
             let q = r.cast::<u8>().as_ptr() as usize;
-            let block = Block { size: new_size, align: new_align, seed: fresh_seed() };
+            let block = Block {
+                size: new_size,
+                align: new_align,
+                seed: fresh_seed(),
+            };
             model.insert(q, block, &what);
             let kept = old.size.min(new_size);
             assert!(
@@ -170,13 +222,19 @@ fn run_sequence(seed: u64, ops: usize) -> usize {
                 "{what}: resize {p:#x}->{q:#x} {ol:?} -> {nl:?} lost data"
             );
             if zero_tail {
-                assert!(common::is_zero(&bytes(q, new_size)[old.size..]), "{what}: grow_zeroed tail not zero");
+                assert!(
+                    common::is_zero(&bytes(q, new_size)[old.size..]),
+                    "{what}: grow_zeroed tail not zero"
+                );
             }
             common::fill(bytes(q, new_size), block.seed);
         } else {
             // dealloc, through either handle, after checking contents
             let (p, b) = model.nth(rng.below(model.live.len() as u64) as usize);
-            assert!(common::check(bytes(p, b.size), b.seed), "{what}: block {p:#x} {b:?} corrupted before free");
+            assert!(
+                common::check(bytes(p, b.size), b.seed),
+                "{what}: block {p:#x} {b:?} corrupted before free"
+            );
             model.remove(p);
             let l = Layout::from_size_align(b.size, b.align).unwrap();
             // SAFETY: a live block with its layout.
@@ -191,9 +249,17 @@ fn run_sequence(seed: u64, ops: usize) -> usize {
     }
     // Everything still live must be intact; then free it.
     for (&p, b) in &model.live {
-        assert!(common::check(bytes(p, b.size), b.seed), "seed {seed} end: block {p:#x} {b:?} corrupted");
+        assert!(
+            common::check(bytes(p, b.size), b.seed),
+            "seed {seed} end: block {p:#x} {b:?} corrupted"
+        );
         // SAFETY: a live block with its layout.
-        unsafe { Zonal.dealloc(p as *mut u8, Layout::from_size_align(b.size, b.align).unwrap()) };
+        unsafe {
+            Zonal.dealloc(
+                p as *mut u8,
+                Layout::from_size_align(b.size, b.align).unwrap(),
+            )
+        };
     }
     ops
 }
@@ -218,7 +284,13 @@ fn long_random_sequences() {
 #[test]
 fn random_sequences_in_parallel() {
     let handles: Vec<_> = (0..4u64)
-        .map(|t| std::thread::spawn(move || (0..6u64).map(|s| run_sequence(10_000 + t * 100 + s, 1_000)).sum::<usize>()))
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..6u64)
+                    .map(|s| run_sequence(10_000 + t * 100 + s, 1_000))
+                    .sum::<usize>()
+            })
+        })
         .collect();
     let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(total, 4 * 6 * 1_000);
@@ -227,26 +299,50 @@ fn random_sequences_in_parallel() {
 /// The pattern helpers the tests rely on do notice damage.
 #[test]
 fn pattern_helpers_detect_corruption() {
-    for len in [1usize, 7, 8, 9, 15, 16, 17, 100, 4096, (1 << 20) + 3, 3 << 20] {
+    for len in [
+        1usize,
+        7,
+        8,
+        9,
+        15,
+        16,
+        17,
+        100,
+        4096,
+        (1 << 20) + 3,
+        3 << 20,
+    ] {
         let mut v = vec![0u8; len];
         common::fill(&mut v, 42);
         assert!(common::check(&v, 42), "len {len}");
-        assert!(len < 2 || !common::check(&v, 43), "len {len}: other seed accepted");
+        assert!(
+            len < 2 || !common::check(&v, 43),
+            "len {len}: other seed accepted"
+        );
         for pos in [0, len / 2, len - 1] {
             v[pos] ^= 0x10;
             assert!(!common::check(&v, 42), "len {len}: flip at {pos} missed");
-            assert!(!common::check_prefix(&v[..=pos], 42, len), "len {len}: prefix flip at {pos} missed");
+            assert!(
+                !common::check_prefix(&v[..=pos], 42, len),
+                "len {len}: prefix flip at {pos} missed"
+            );
             v[pos] ^= 0x10;
         }
         for cut in [1, len / 3, len] {
-            assert!(common::check_prefix(&v[..cut.max(1)], 42, len), "len {len}: prefix {cut}");
+            assert!(
+                common::check_prefix(&v[..cut.max(1)], 42, len),
+                "len {len}: prefix {cut}"
+            );
         }
         // A copy shifted by 16 bytes is not the same pattern.
         if len >= 48 {
             let mut shifted = vec![0u8; len];
             shifted[16..].copy_from_slice(&v[..len - 16]);
             shifted[..8].copy_from_slice(&v[..8]);
-            assert!(!common::check_prefix(&shifted[..len - 8], 42, len), "len {len}: shift missed");
+            assert!(
+                !common::check_prefix(&shifted[..len - 8], 42, len),
+                "len {len}: shift missed"
+            );
         }
     }
     assert!(common::is_zero(&[0u8; 100_000]));

@@ -65,13 +65,21 @@ fn alloc_touched(size: usize, page: usize) -> Block {
     }
     // SAFETY: inside the block.
     unsafe { p.add(size - 1).write_volatile(1) };
-    Block { addr: p as usize, size }
+    Block {
+        addr: p as usize,
+        size,
+    }
 }
 
 fn free_all(blocks: Vec<Block>) {
     for b in blocks {
         // SAFETY: live blocks with their layouts.
-        unsafe { Zonal.dealloc(b.addr as *mut u8, Layout::from_size_align(b.size, 16).unwrap()) };
+        unsafe {
+            Zonal.dealloc(
+                b.addr as *mut u8,
+                Layout::from_size_align(b.size, 16).unwrap(),
+            )
+        };
     }
 }
 
@@ -108,7 +116,10 @@ fn scenario(name: &str) {
         "single_thread_idle" => {
             let blocks = burst(512 * MIB, &mut rng);
             let peak = common::rss_bytes();
-            assert!(peak >= baseline + 400 * MIB, "the burst did not become resident: {peak} vs {baseline}");
+            assert!(
+                peak >= baseline + 400 * MIB,
+                "the burst did not become resident: {peak} vs {baseline}"
+            );
             free_all(blocks);
             // No activity at all after the frees.
             let (after, took) = wait_for_rss(baseline + 64 * MIB, || {});
@@ -124,7 +135,10 @@ fn scenario(name: &str) {
         "single_thread_light_activity" => {
             // Some blocks survive the burst, scattered over its pages.
             let mut blocks = burst(512 * MIB, &mut rng);
-            let survivors: Vec<Block> = (0..blocks.len()).step_by(997).map(|_| blocks.pop().unwrap()).collect();
+            let survivors: Vec<Block> = (0..blocks.len())
+                .step_by(997)
+                .map(|_| blocks.pop().unwrap())
+                .collect();
             let peak = common::rss_bytes();
             assert!(peak >= baseline + 400 * MIB);
             free_all(blocks);
@@ -192,7 +206,11 @@ fn scenario(name: &str) {
             .unwrap();
             let (after, took) = wait_for_rss(baseline + 64 * MIB, || {});
             report(name, baseline, 0, after, took);
-            assert!(after <= baseline + 64 * MIB, "RSS {} MiB after a thread's burst", after / MIB);
+            assert!(
+                after <= baseline + 64 * MIB,
+                "RSS {} MiB after a thread's burst",
+                after / MIB
+            );
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -206,11 +224,22 @@ fn child_entry() {
 }
 
 fn run(name: &str) {
-    let out = common::run_child("child_entry", &[(SCENARIO_VAR, name)], Duration::from_secs(60));
+    let out = common::run_child(
+        "child_entry",
+        &[(SCENARIO_VAR, name)],
+        Duration::from_secs(60),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scenario {name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    assert!(stdout.contains("test child_entry ... ok"), "scenario {name} did not run:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "scenario {name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("test child_entry ... ok"),
+        "scenario {name} did not run:\n{stdout}"
+    );
 }
 
 /// The scenarios run one at a time (each child needs 512 MiB and more).

@@ -52,7 +52,12 @@ fn verify_and_free(m: Msg, me: usize) {
     );
     // SAFETY: the block is live, allocated with this layout, and handed to
     // us by its allocating thread.
-    unsafe { Zonal.dealloc(m.addr as *mut u8, Layout::from_size_align(m.size, m.align).unwrap()) };
+    unsafe {
+        Zonal.dealloc(
+            m.addr as *mut u8,
+            Layout::from_size_align(m.size, m.align).unwrap(),
+        )
+    };
 }
 
 fn worker(
@@ -73,18 +78,35 @@ fn worker(
         let l = Layout::from_size_align(size, align).unwrap();
         let zeroed = rng.chance(1, 8);
         // SAFETY: non-zero size.
-        let p = unsafe { if zeroed { Zonal.alloc_zeroed(l) } else { Zonal.alloc(l) } };
+        let p = unsafe {
+            if zeroed {
+                Zonal.alloc_zeroed(l)
+            } else {
+                Zonal.alloc(l)
+            }
+        };
         assert!(!p.is_null(), "thread {me}: out of memory for {size}");
         assert_eq!(p as usize % align, 0);
         if zeroed {
-            assert!(common::is_zero(bytes(p as usize, size)), "thread {me}: alloc_zeroed({size}) not zero");
+            assert!(
+                common::is_zero(bytes(p as usize, size)),
+                "thread {me}: alloc_zeroed({size}) not zero"
+            );
         }
         let s = seed(me, index, size);
         common::fill(bytes(p as usize, size), s);
-        let m = Msg { addr: p as usize, size, align, seed: s, from: me };
+        let m = Msg {
+            addr: p as usize,
+            size,
+            align,
+            seed: s,
+            from: me,
+        };
         if rng.chance(1, 2) {
             let to = (me + 1 + rng.below(threads as u64 - 1) as usize) % threads;
-            senders[to].send(m).expect("receiver alive until all senders are gone");
+            senders[to]
+                .send(m)
+                .expect("receiver alive until all senders are gone");
             sent += 1;
         } else {
             local.push(m);
@@ -114,7 +136,8 @@ fn worker(
 }
 
 fn run(threads: usize, ops: usize) {
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel::<Msg>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..threads).map(|_| mpsc::channel::<Msg>()).unzip();
     let start = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = receivers
         .into_iter()
@@ -136,7 +159,10 @@ fn run(threads: usize, ops: usize) {
         received += r;
     }
     assert_eq!(sent, received, "every block sent was received and freed");
-    assert!(sent > threads * ops / 4, "cross-thread traffic too low: {sent}");
+    assert!(
+        sent > threads * ops / 4,
+        "cross-thread traffic too low: {sent}"
+    );
 }
 
 #[test]
@@ -158,7 +184,9 @@ fn sixteen_threads_short_bursts() {
 #[test]
 fn producer_consumers() {
     let consumers = 8;
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers).map(|_| mpsc::sync_channel::<Msg>(256)).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers)
+        .map(|_| mpsc::sync_channel::<Msg>(256))
+        .unzip();
     let handles: Vec<_> = receivers
         .into_iter()
         .enumerate()
@@ -176,14 +204,26 @@ fn producer_consumers() {
     let mut rng = Rng::new(77);
     let total = 60_000;
     for index in 0..total {
-        let size = if rng.chance(1, 50) { rng.log_size(8 << 10, 200 << 10) } else { rng.range(16, 300) };
+        let size = if rng.chance(1, 50) {
+            rng.log_size(8 << 10, 200 << 10)
+        } else {
+            rng.range(16, 300)
+        };
         let l = Layout::from_size_align(size, 16).unwrap();
         // SAFETY: non-zero size.
         let p = unsafe { Zonal.alloc(l) } as usize;
         assert!(p != 0);
         let s = seed(0, index, size);
         common::fill(bytes(p, size), s);
-        senders[index % consumers].send(Msg { addr: p, size, align: 16, seed: s, from: 0 }).unwrap();
+        senders[index % consumers]
+            .send(Msg {
+                addr: p,
+                size,
+                align: 16,
+                seed: s,
+                from: 0,
+            })
+            .unwrap();
     }
     drop(senders);
     let freed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();

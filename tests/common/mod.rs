@@ -4,8 +4,8 @@
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// xorshift64*: deterministic, allocation-free, good enough for tests.
 #[derive(Clone, Debug)]
@@ -46,7 +46,11 @@ impl Rng {
         let lo_bits = usize::BITS - lo.leading_zeros();
         let hi_bits = usize::BITS - hi.leading_zeros();
         let bits = self.range(lo_bits as usize, hi_bits as usize) as u32;
-        let top = if bits >= usize::BITS { usize::MAX } else { (1usize << bits) - 1 };
+        let top = if bits >= usize::BITS {
+            usize::MAX
+        } else {
+            (1usize << bits) - 1
+        };
         self.range(lo, hi.min(top).max(lo))
     }
 }
@@ -156,7 +160,9 @@ pub fn run_child(test_name: &str, env: &[(&str, &str)], timeout: Duration) -> Ou
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -192,7 +198,11 @@ pub fn run_child(test_name: &str, env: &[(&str, &str)], timeout: Duration) -> Ou
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
 }
 
 /// The signal that killed a child, if any.
@@ -204,7 +214,12 @@ pub fn signal_of(out: &Output) -> Option<i32> {
 /// Resident set size of this process in bytes (`/proc/self/statm`).
 pub fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).expect("statm field 2").parse().expect("statm number");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .expect("statm field 2")
+        .parse()
+        .expect("statm number");
     pages * page_size()
 }
 
@@ -213,7 +228,7 @@ pub fn page_size() -> usize {
         fn sysconf(name: i32) -> i64;
     }
     const SC_PAGESIZE: i32 = 30; // Linux
-    // SAFETY: sysconf has no preconditions.
+                                 // SAFETY: sysconf has no preconditions.
     let n = unsafe { sysconf(SC_PAGESIZE) };
     if n > 0 {
         n as usize

@@ -1,0 +1,283 @@
+//! Fork safety: a child forked from a process whose other threads are busy
+//! allocating and freeing can allocate, free and use collections.
+//!
+//! `libc` is not a dev-dependency, so the few functions needed are declared
+//! here.
+
+#[global_allocator]
+static A: zonal::Zonal = zonal::Zonal;
+
+mod common;
+
+use common::Rng;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+extern "C" {
+    fn fork() -> i32;
+    fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    fn _exit(code: i32) -> !;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const WNOHANG: i32 = 1;
+const SIGKILL: i32 = 9;
+
+/// What the child does; returns its exit code (0 = all good). Uses nothing
+/// that takes a lock another thread of the parent might have held (no
+/// printing, no thread spawning).
+fn child_work(round: u64) -> i32 {
+    let mut rng = Rng::new(round);
+    // Plain allocations and frees of every kind.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    for i in 0..5_000usize {
+        let size = match rng.below(100) {
+            0..=89 => rng.range(1, 512),
+            90..=98 => rng.range(513, 300_000),
+            _ => rng.range(1 << 20, 3 << 20),
+        };
+        blocks.push(vec![(i % 251) as u8; size]);
+        if rng.chance(1, 2) {
+            let j = rng.below(blocks.len() as u64) as usize;
+            let b = blocks.swap_remove(j);
+            if b.iter().any(|&x| x != b[0]) {
+                return 2;
+            }
+        }
+    }
+    for b in &blocks {
+        if b.iter().any(|&x| x != b[0]) {
+            return 3;
+        }
+    }
+    drop(blocks);
+    // Strings and maps.
+    let mut map: HashMap<String, Vec<u64>> = HashMap::new();
+    for i in 0..1_000u64 {
+        map.insert(format!("key {i}"), (0..i % 50).collect());
+    }
+    for i in 0..1_000u64 {
+        match map.get(&format!("key {i}")) {
+            Some(v) if v.len() as u64 == i % 50 && v.iter().copied().eq(0..i % 50) => {}
+            _ => return 4,
+        }
+    }
+    let mut s = String::new();
+    for i in 0..10_000 {
+        s.push_str(&i.to_string());
+    }
+    if s.len() != 38_890 {
+        return 5;
+    }
+    // Reallocation through every kind of block.
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..300_000u32 {
+        v.push(i);
+    }
+    if v.iter().enumerate().any(|(i, &x)| x != i as u32) {
+        return 6;
+    }
+    let stats = zonal::stats();
+    if stats.zone(zonal::Zone::Manual).allocations == 0 {
+        return 7;
+    }
+    0
+}
+
+/// Forks; the child runs `child_work` and `_exit`s with its result. Waits
+/// up to 30 s (a deadlocked child is killed and reported; the child's work
+/// takes well under a second even on a loaded machine).
+fn fork_and_wait(round: u64) -> Result<i32, String> {
+    // SAFETY: the child only runs `child_work` (allocation, collections) and
+    // then `_exit`s without unwinding or running destructors.
+    let pid = unsafe { fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| child_work(round)).unwrap_or(101);
+        // SAFETY: terminates the child immediately.
+        unsafe { _exit(code) };
+    }
+    let start = Instant::now();
+    loop {
+        let mut status = 0i32;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
+        if r == pid {
+            if status & 0x7f == 0 {
+                return Ok((status >> 8) & 0xff);
+            }
+            return Err(format!("child killed by signal {}", status & 0x7f));
+        }
+        if r < 0 {
+            return Err("waitpid failed".into());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            // SAFETY: `pid` is our child.
+            unsafe {
+                kill(pid, SIGKILL);
+                waitpid(pid, &mut status, 0);
+            }
+            return Err("child deadlocked (killed after 30 s)".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Busy threads: allocate, free, and pass blocks to each other (so that
+/// remote frees, page hand-overs and huge mappings are in flight).
+fn start_busy_threads(
+    n: usize,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<Vec<u8>>()).unzip();
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| {
+            let senders = senders.clone();
+            let stop = stop.clone();
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(1000 + me as u64);
+                let mut mine: Vec<Vec<u8>> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let size = match rng.below(200) {
+                            0..=179 => rng.range(1, 1024),
+                            180..=198 => rng.range(1025, 200_000),
+                            _ => rng.range(1 << 20, 3 << 20),
+                        };
+                        let b = vec![me as u8; size];
+                        if rng.chance(1, 3) {
+                            let _ = senders[rng.below(n as u64) as usize].send(b);
+                        } else {
+                            mine.push(b);
+                        }
+                        if mine.len() > 200 {
+                            let k = rng.below(mine.len() as u64) as usize;
+                            mine.swap_remove(k);
+                        }
+                    }
+                    while let Ok(b) = inbox.try_recv() {
+                        assert!(b.iter().all(|&x| x == b[0]));
+                    }
+                    // A stats snapshot takes the registry lock.
+                    if rng.chance(1, 50) {
+                        let _ = zonal::stats();
+                    }
+                    // Short-lived threads take the registry lock and abandon
+                    // pages.
+                    if rng.chance(1, 100) {
+                        std::thread::spawn(|| vec![0u8; 5000].len()).join().unwrap();
+                    }
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn fork_while_other_threads_allocate() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let threads = start_busy_threads(4, stop.clone(), progress.clone());
+    let mut failures = Vec::new();
+    for round in 0..10u64 {
+        // Let the threads get going between forks.
+        let seen = progress.load(Ordering::Relaxed);
+        let t = Instant::now();
+        while progress.load(Ordering::Relaxed) < seen + 20 && t.elapsed() < Duration::from_secs(2) {
+            std::thread::yield_now();
+        }
+        // The forking thread allocates right before forking too.
+        let noise: Vec<Vec<u8>> = (0..100).map(|i| vec![1u8; i * 37 + 1]).collect();
+        match fork_and_wait(round) {
+            Ok(0) => {}
+            Ok(code) => failures.push(format!("round {round}: child exited with {code}")),
+            Err(e) => failures.push(format!("round {round}: {e}")),
+        }
+        drop(noise);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(failures.is_empty(), "fork failures: {failures:?}");
+}
+
+/// Forking from a thread other than the main one, and forking again from
+/// inside a forked child (which inherited another thread's heaps).
+#[test]
+fn fork_from_worker_thread_and_nested_fork() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let threads = start_busy_threads(3, stop.clone(), progress.clone());
+    let result = std::thread::spawn(|| {
+        let mut results = Vec::new();
+        for round in 100..104u64 {
+            let keep: Vec<String> = (0..1000).map(|i| format!("{i}")).collect();
+            // SAFETY: the child only allocates, forks again and `_exit`s.
+            let pid = unsafe { fork() };
+            if pid == 0 {
+                // In the child: free the parent's blocks, then fork again.
+                drop(keep);
+                let code = match fork_and_wait(round) {
+                    Ok(c) => c,
+                    Err(_) => 9,
+                };
+                let code = if code == 0 {
+                    child_work(round + 1)
+                } else {
+                    code
+                };
+                // SAFETY: terminates the child immediately.
+                unsafe { _exit(code) };
+            }
+            assert!(pid > 0, "fork failed");
+            let mut status = 0;
+            let start = Instant::now();
+            let outcome = loop {
+                // SAFETY: valid out-pointer; our child.
+                let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
+                if r == pid {
+                    break if status & 0x7f == 0 {
+                        Ok((status >> 8) & 0xff)
+                    } else {
+                        Err(status & 0x7f)
+                    };
+                }
+                if start.elapsed() > Duration::from_secs(60) {
+                    // SAFETY: our child.
+                    unsafe {
+                        kill(pid, SIGKILL);
+                        waitpid(pid, &mut status, 0);
+                    }
+                    break Err(-1);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            results.push((round, outcome));
+            drop(keep);
+        }
+        results
+    })
+    .join()
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (round, outcome) in result {
+        assert_eq!(
+            outcome,
+            Ok(0),
+            "round {round}: Ok(exit code) or Err(signal, -1 = deadlock)"
+        );
+    }
+}
