@@ -87,14 +87,16 @@ fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize, size: usize) -> *mut
     };
     let block = take_block(page);
     heap.zone(zone).counters.on_alloc(size);
-    if heap::is_dead(heap) {
+    if heap.is_dead() {
         heap::give_up_page(heap, zone, page);
     }
     block
 }
 
 fn alloc_huge(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
-    heap::ensure_active(heap);
+    if !heap.is_active() {
+        heap.activate();
+    }
     match segment::huge_alloc(zone, size, align) {
         Some(page) => {
             heap.zone(zone).counters.on_alloc(size);
@@ -160,7 +162,7 @@ pub(crate) unsafe fn realloc(
             // SAFETY: the map says a segment starts at `base`.
             let seg = unsafe { Segment::at(base) };
             let (word, bit) = seg.alloc_bit(addr);
-            if word.load(Ordering::Relaxed) & bit == 0 {
+            if word.load(Ordering::Relaxed) & bit == 0 || !addr.is_multiple_of(GRANULE) {
                 fault::report_bad_pointer(Op::Realloc, addr);
             }
             let block = seg.page_of(addr).block_size.get();

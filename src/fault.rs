@@ -16,7 +16,9 @@ pub(crate) enum Fault {
     /// The block at this address is not allocated: freed twice, or never
     /// handed out.
     DoubleFree,
-    /// Not inside any zonal segment.
+    /// Not inside any zonal segment: never allocated by zonal, or freed and
+    /// its memory already returned to the OS (a double free of a huge block
+    /// looks like this).
     Foreign,
     /// Inside a zonal segment but not at the start of a block.
     Interior,
@@ -30,7 +32,7 @@ impl Fault {
     fn describe(self) -> &'static str {
         match self {
             Fault::DoubleFree => "double free: the block is not allocated",
-            Fault::Foreign => "pointer was not allocated by zonal",
+            Fault::Foreign => "pointer is not in zonal's memory (never allocated by zonal, or freed and returned to the OS)",
             Fault::Interior => "pointer is inside a block, not at its start",
             Fault::Misaligned => "misaligned pointer (not a block start)",
             Fault::NotAllocated => "pointer is not in an allocated block",

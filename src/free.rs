@@ -1,6 +1,7 @@
 //! Freeing: the fast path for a block of a page this thread owns, and the
 //! paths kept apart from it — frees of other threads' blocks (one CAS onto
-//! the page's thread-free list), huge blocks, and bad pointers.
+//! the page's thread-free list, or a hand-over to the owner when the page
+//! was full), huge blocks, and bad pointers.
 //!
 //! Validation costs the fast path three checks it needs anyway: the segment
 //! map says the address is in a zonal segment (so reading the header is
@@ -9,10 +10,12 @@
 //! owner is this thread (so the non-atomic local list may be used).
 
 use crate::fault::{self, Op};
-use crate::heap::{self, Heap, ABANDONED};
+use crate::heap::{self, Heap};
+use crate::os::{self, OS_PAGE};
 use crate::page::thread_free::{self, Block, Pushed};
 use crate::page::Page;
 use crate::segment::{self, map, Segment};
+use crate::size_class::GRANULE;
 use crate::sync::Ordering;
 
 /// Frees the block at `ptr`, which was allocated with `size` bytes (the
@@ -33,38 +36,59 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
     let bits = word.load(Ordering::Relaxed);
     // SAFETY: the thread's heap outlives this call.
     let heap = unsafe { &*heap::current() };
-    if bits & bit == 0 || page.owner.load(Ordering::Relaxed) != heap.id() {
-        return free_shared(heap, seg, page, addr, bits & bit != 0, size);
+    // A live block start has its bit set and is granule aligned (the bit
+    // covers the whole 16-byte granule, so the alignment is checked too).
+    let live = bits & bit != 0 && addr % GRANULE == 0;
+    if !live || page.owner.load(Ordering::Relaxed) != heap.id() {
+        return free_shared(heap, seg, page, addr, live, size);
     }
     word.store(bits & !bit, Ordering::Relaxed);
-    let block = ptr.cast::<Block>();
-    // SAFETY: the block is live (bit set) and on a page we own; the caller
-    // gave it up, so we may reuse its first word as the link.
-    unsafe { (*block).next = page.local_free.get() };
-    page.local_free.set(block);
-    let used = page.used.get() - 1;
-    page.used.set(used);
+    let used = page.push_local(ptr.cast::<Block>());
     heap.zone(seg.zone).counters.on_free(size);
-    if used == 0 {
-        heap::on_page_unused(heap, seg.zone, page);
+    if used == 0 || page.in_full.get() {
+        heap::after_local_free(heap, seg.zone, page);
     }
 }
 
 /// A bad pointer, or a live block of a page this thread does not own.
 #[cold]
 #[inline(never)]
-fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, allocated: bool, size: usize) {
-    if !allocated {
+fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, live: bool, size: usize) {
+    if !live {
         fault::report_bad_pointer(Op::Free, addr);
     }
     heap.zone(seg.zone).counters.on_free(size);
+    release_big_block_memory(addr, page.block_size.get());
+    let block = addr as *mut Block;
     // SAFETY: the block is live (its bit is set) and the caller gave it up.
-    let pushed = unsafe { thread_free::push(&page.thread_free, addr as *mut Block) };
-    if pushed == Pushed::ReopenedFull {
-        let list = heap::pool_list(seg.zone, page.bin.get() as usize);
-        // SAFETY: re-opening a full page makes us responsible for it (see
-        // page::thread_free); its header stays mapped while blocks are out.
-        unsafe { ABANDONED.push(list, page as *const Page as *mut Page) };
+    if unsafe { thread_free::push(&page.thread_free, block) } == Pushed::MustNotify {
+        // SAFETY: our push put the page in the `Delaying` state, which keeps
+        // its owner's heap alive until `end_notify`; the block is ours to
+        // hand over.
+        unsafe { Heap::from_id(page.owner.load(Ordering::Relaxed)).push_delayed(block) };
+        thread_free::end_notify(&page.thread_free);
+    }
+}
+
+/// Blocks at least this big give their memory back to the OS when another
+/// thread frees them.
+const RELEASE_ON_REMOTE_FREE_MIN: usize = 64 * 1024;
+
+/// Returns the whole OS pages of a big block freed by a thread that does not
+/// own its page. The owner may be idle for a long time (only it can retire
+/// the page), and without a background thread this is the only moment
+/// anyone can give that memory back. Must run before the block is pushed:
+/// after that the owner may reuse it.
+fn release_big_block_memory(addr: usize, block_size: usize) {
+    if block_size < RELEASE_ON_REMOTE_FREE_MIN {
+        return;
+    }
+    let start = (addr + OS_PAGE - 1) & !(OS_PAGE - 1);
+    let end = (addr + block_size) & !(OS_PAGE - 1);
+    if end > start {
+        // SAFETY: the range lies inside a freed block that this thread still
+        // exclusively holds; nothing lives in it.
+        unsafe { os::decommit(start as *mut u8, end - start) };
     }
 }
 

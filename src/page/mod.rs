@@ -6,7 +6,8 @@
 //!   moved to `free` when `free` runs dry, which keeps the allocation fast
 //!   path a single pop and lets the slow path notice "this page has been
 //!   freed into" at a bounded rate.
-//! * `thread_free` — blocks other threads freed (see [`thread_free`]).
+//! * `thread_free` — blocks other threads freed (see [`thread_free`]), and
+//!   the state that says whether the owner wants to hear about them.
 //!
 //! Blocks are carved lazily (`capacity` of `reserved` so far), a few KiB at a
 //! time, so a page that is only partly used is only partly resident.
@@ -14,8 +15,8 @@
 //! Ownership invariant: the *owner* (the heap whose id is in `owner`) is
 //! the only thread that reads or writes the `Cell` fields and the page's
 //! words of the segment's allocation bitmap. `owner == 0` means nobody owns
-//! the page: it is in the abandoned pool or detached as full, and every free
-//! to it goes through `thread_free`. The segment lock protects `in_use`.
+//! the page: it is in the abandoned pool, and every free to it goes through
+//! `thread_free`. The segment lock protects `in_use`.
 //!
 //! Allocation-bitmap invariant: a block's bit (by 16-byte granule of its
 //! start) is set exactly while the block is handed out to the program or
@@ -49,6 +50,8 @@ pub(crate) struct Page {
     pub(crate) free_is_zero: Cell<bool>,
     /// Handed out by its segment (segment lock).
     pub(crate) in_use: Cell<bool>,
+    /// In its owner's full list rather than a size-class queue.
+    pub(crate) in_full: Cell<bool>,
     /// First byte of the block area.
     pub(crate) area: Cell<*mut u8>,
     /// Links in a heap's page queue or in the abandoned pool.
@@ -88,6 +91,7 @@ impl Page {
             bin: Cell::new(0),
             free_is_zero: Cell::new(false),
             in_use: Cell::new(false),
+            in_full: Cell::new(false),
             area: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
@@ -124,11 +128,25 @@ impl Page {
         self.reserved.set((area_len / block_size) as u32);
         self.bin.set(bin as u8);
         self.free_is_zero.set(zeroed);
+        self.in_full.set(false);
         self.area.set(area);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
         self.thread_free.store(0, Ordering::Relaxed);
         self.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Pushes a block the owner freed onto `local_free`; returns the blocks
+    /// still in use.
+    #[inline(always)]
+    pub(crate) fn push_local(&self, block: *mut Block) -> u32 {
+        // SAFETY: the caller (the owner) gave up the live block, so its
+        // first word may become the link.
+        unsafe { (*block).next = self.local_free.get() };
+        self.local_free.set(block);
+        let used = self.used.get() - 1;
+        self.used.set(used);
+        used
     }
 
     /// Whether all blocks are back (the page can return to its segment).
@@ -237,4 +255,5 @@ fn list_tail(mut block: *mut Block) -> *mut Block {
     block
 }
 
-const _: () = assert!(GRANULE >= 2 * thread_free::FULL);
+// The thread-free word keeps its state in the two low bits of a block address.
+const _: () = assert!(GRANULE >= 4);

@@ -318,7 +318,7 @@ fn purge_dirty_pages(seg: &Segment) {
 /// A new (or cached) segment for `zone` and `kind`, published in the map,
 /// all pages free. Pool lock held.
 fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
-    let base = take_cached().or_else(|| os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE))?;
+    let base = take_cached().or_else(|| map_mappable(SEGMENT_SIZE, SEGMENT_SIZE))?;
     let seg = base.as_ptr().cast::<Segment>();
     let page_count = match kind {
         PageKind::Small => MAX_PAGES,
@@ -348,6 +348,20 @@ fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
     stats::account(zone, SEGMENT_SIZE as isize, OS_PAGE as isize);
     map::register(map::map(), seg as usize, 1, false);
     Some(seg)
+}
+
+/// Maps memory that the segment map can describe. The kernel only hands
+/// out addresses above 2^47 (or 2^48) when asked to; should it ever, the
+/// mapping is refused like any other out-of-memory condition rather than
+/// indexing past the map.
+fn map_mappable(size: usize, align: usize) -> Option<NonNull<u8>> {
+    let base = os::map_aligned(size, align)?;
+    if (base.as_ptr() as usize).checked_add(size)? >> SEGMENT_SHIFT > map::MAP_ENTRIES {
+        // SAFETY: the mapping was just made and never handed out.
+        unsafe { os::unmap(base, size) };
+        return None;
+    }
+    Some(base)
 }
 
 /// Withdraws an empty segment: out of the map, then cached or unmapped.
@@ -466,7 +480,7 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
     };
     let base = match base {
         Some(b) => b,
-        None => os::map_aligned(mapping, align.max(SEGMENT_SIZE))?,
+        None => map_mappable(mapping, align.max(SEGMENT_SIZE))?,
     };
     let seg = base.as_ptr().cast::<Segment>();
     // SAFETY: `seg` starts a mapping we own exclusively, zero beyond what we

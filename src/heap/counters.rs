@@ -1,0 +1,78 @@
+//! Per-thread statistics counters.
+//!
+//! Written only by the owning thread, with a plain load and store (no
+//! read-modify-write, no shared cache line), and read by `stats()` from any
+//! thread; hence relaxed atomics, which compile to ordinary moves.
+
+use crate::stats;
+use crate::sync::{AtomicU64, Ordering};
+use core::cell::Cell;
+
+/// The counters of one zone in one heap.
+pub(crate) struct Counters {
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) free_bytes: AtomicU64,
+    /// Live bytes already added to the zone's global live total.
+    flushed_live: Cell<i64>,
+}
+
+#[inline(always)]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+impl Counters {
+    pub(crate) const fn new() -> Self {
+        Counters {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+            flushed_live: Cell::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn on_alloc(&self, bytes: usize) {
+        bump(&self.allocs, 1);
+        bump(&self.alloc_bytes, bytes as u64);
+    }
+
+    #[inline(always)]
+    pub(crate) fn on_free(&self, bytes: usize) {
+        bump(&self.frees, 1);
+        bump(&self.free_bytes, bytes as u64);
+    }
+
+    /// A block changed size in place.
+    #[inline]
+    pub(crate) fn on_resize(&self, old: usize, new: usize) {
+        if new >= old {
+            bump(&self.alloc_bytes, (new - old) as u64);
+        } else {
+            bump(&self.free_bytes, (old - new) as u64);
+        }
+    }
+
+    fn live(&self) -> i64 {
+        self.alloc_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.free_bytes.load(Ordering::Relaxed)) as i64
+    }
+
+    /// Moves this thread's unflushed live-byte change into the zone's global
+    /// total and peak (slow paths only: one atomic add per page, not block).
+    pub(crate) fn flush(&self, zone: usize) {
+        let live = self.live();
+        let delta = live - self.flushed_live.get();
+        if delta != 0 {
+            self.flushed_live.set(live);
+            stats::add_live(zone, delta);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The heap's slow paths: finding a page with a free block, the full list
+//! and delayed frees, retiring unused pages, adopting abandoned pages, and
+//! giving every page up when the thread exits.
+//!
+//! Where pages come from, in order of preference, when a size class's queue
+//! has no free block: frees that piled up on the queue's pages (local and
+//! remote), blocks not yet carved from them, an abandoned page of the same
+//! zone and class, a fresh page from a segment.
+//!
+//! A page with no free block moves to the heap's *full* list and asks to be
+//! told about its next remote free (`UseDelayed`, see `page::thread_free`):
+//! that free lands on the heap's delayed list, and the next slow path frees
+//! it locally, which moves the page back to its queue. A local free into a
+//! full page moves it back directly (the free fast path checks `in_full`).
+
+use super::{pool_list, Heap, ZoneHeap, ABANDONED, PAGE_BACKED};
+use crate::fault::{self, Fault, Op};
+use crate::page::thread_free::{self, Block, State};
+use crate::page::Page;
+use crate::segment::{self, Segment};
+use crate::size_class::{self, BIN_COUNT};
+use crate::sync::Ordering;
+use crate::Zone;
+
+/// Returns a page of `zone` and `bin` that has a free block, first in its
+/// queue (so the direct table points at it), or `None` when the OS has no
+/// memory.
+#[cold]
+pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Option<&Page> {
+    if !heap.is_active() {
+        heap.activate();
+    }
+    free_delayed(heap);
+    let zone_heap = heap.zone(zone);
+    let queue = &zone_heap.queues[bin];
+    while let Some(page) = queue.first() {
+        if page_has_free_block(page) {
+            // Still first in its queue: the direct table already points here.
+            return Some(page);
+        }
+        queue.remove(page);
+        move_to_full(zone_heap, page);
+    }
+    // The queue may have lost pages: the direct table must not keep pointing
+    // at them, even if no page can be had below.
+    zone_heap.update_direct(bin);
+    // Live bytes reach new highs when the heap needs new pages: publish
+    // them for the peak statistic here (not on every slow path).
+    zone_heap.counters.flush(zone as usize);
+    let page = adopt_abandoned(heap, zone, bin).or_else(|| fresh_page(heap, zone, bin))?;
+    queue.push_front(page);
+    zone_heap.update_direct(bin);
+    Some(page)
+}
+
+/// Collects pending frees and, if needed, carves new blocks. Owner only.
+fn page_has_free_block(page: &Page) -> bool {
+    if page.free.get().is_null() {
+        page.collect(clear_alloc_bit);
+        if page.free.get().is_null() && page.can_extend() {
+            page.extend();
+        }
+    }
+    !page.free.get().is_null()
+}
+
+fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
+    page.in_full.set(true);
+    zone_heap.full.push_front(page);
+    thread_free::set_state(&page.thread_free, State::UseDelayed, false);
+}
+
+fn unfull(zone_heap: &ZoneHeap, page: &Page) {
+    zone_heap.full.remove(page);
+    page.in_full.set(false);
+    thread_free::set_state(&page.thread_free, State::Normal, false);
+    let bin = page.bin.get() as usize;
+    zone_heap.queues[bin].push_back(page);
+    if zone_heap.queues[bin].is_first(page) {
+        zone_heap.update_direct(bin);
+    }
+}
+
+/// Frees the blocks other threads handed to this heap's full pages.
+fn free_delayed(heap: &Heap) {
+    let mut block = heap.delayed.take_all();
+    while !block.is_null() {
+        // SAFETY: blocks on the delayed list are freed blocks of our pages;
+        // the swap in take_all made their links visible.
+        let next = unsafe { (*block).next };
+        free_owned_block(heap, block);
+        block = next;
+    }
+}
+
+/// Frees a live block of a page this heap owns (the local free, minus
+/// statistics, which the freeing thread counted).
+fn free_owned_block(heap: &Heap, block: *mut Block) {
+    let addr = block as usize;
+    // SAFETY: the block lies in a live segment (its page is ours).
+    let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
+    let page = seg.page_of(addr);
+    debug_assert_eq!(page.owner.load(Ordering::Relaxed), heap.id());
+    clear_alloc_bit(block);
+    if page.push_local(block) == 0 || page.in_full.get() {
+        after_local_free(heap, seg.zone, page);
+    }
+}
+
+/// The cold part of a local free: the page was full (back to its queue) or
+/// is now unused.
+///
+/// An unused page is not returned to its segment at once: churn would bounce
+/// it between heap and segment. It stays in its queue (at the back, so
+/// partly used pages are filled first) and enters the heap's small ring of
+/// recently emptied pages; the page that falls out of the ring goes back to
+/// its segment if it is still unused. A queue's only page stays regardless,
+/// unless it is a large page (whose memory is worth returning).
+#[cold]
+#[inline(never)]
+pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
+    let zone_heap = heap.zone(zone);
+    if page.in_full.get() {
+        unfull(zone_heap, page);
+    }
+    if !page.is_unused() {
+        return;
+    }
+    let large = page.block_size.get() > size_class::MEDIUM_MAX;
+    let alone = page.prev.get().is_null() && page.next.get().is_null();
+    if large {
+        retire(heap, zone_heap, page);
+        return;
+    }
+    if alone {
+        return;
+    }
+    let queue = &zone_heap.queues[page.bin.get() as usize];
+    if !queue.is_first(page) {
+        queue.remove(page);
+        queue.push_back(page);
+    }
+    if let Some(evicted) = heap.remember_emptied(page) {
+        if evicted.is_unused() {
+            let zone = segment::segment_of_page(evicted).zone;
+            retire(heap, heap.zone(zone), evicted);
+        }
+    }
+}
+
+/// Returns an unused page in one of the heap's queues to its segment.
+fn retire(heap: &Heap, zone_heap: &ZoneHeap, page: &Page) {
+    heap.forget_emptied(page);
+    let bin = page.bin.get() as usize;
+    zone_heap.queues[bin].remove(page);
+    zone_heap.update_direct(bin);
+    // `used == 0`: every block came back and was collected, so nothing is
+    // in flight on `thread_free`.
+    segment::page_free(page);
+}
+
+/// Adopts an abandoned page of this zone and bin that has a free block;
+/// abandoned pages without one become this heap's full pages.
+fn adopt_abandoned(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page> {
+    while let Some(page) = ABANDONED.pop(pool_list(zone, bin)) {
+        // SAFETY: the pool hands over ownership of a valid page.
+        let page = unsafe { &*page };
+        page.owner.store(heap.id(), Ordering::Relaxed);
+        thread_free::set_state(&page.thread_free, State::Normal, true);
+        if page_has_free_block(page) {
+            return Some(page);
+        }
+        move_to_full(heap.zone(zone), page);
+    }
+    None
+}
+
+/// Takes a fresh page from a segment for `bin`. First returns a few entirely
+/// free abandoned pages of any class to their segments, so pages of exited
+/// threads do not pin memory forever.
+fn fresh_page(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page> {
+    reclaim_abandoned(heap, 4);
+    let (page, area, len, zeroed) = segment::page_alloc(zone, size_class::page_kind_of(bin))?;
+    // SAFETY: page_alloc hands us an unused page record in a live segment.
+    let page = unsafe { &*page.as_ptr() };
+    page.init(bin, area, len, heap.id(), zeroed);
+    page.extend();
+    Some(page)
+}
+
+/// Looks at up to `budget` abandoned pages of any class: unused ones go back
+/// to their segments, the others back to the pool.
+fn reclaim_abandoned(heap: &Heap, budget: usize) {
+    for _ in 0..budget {
+        let Some((list, page)) = ABANDONED.pop_any() else {
+            return;
+        };
+        // SAFETY: the pool hands over ownership of a valid page.
+        let page = unsafe { &*page };
+        page.owner.store(heap.id(), Ordering::Relaxed);
+        page.collect(clear_alloc_bit);
+        if page.is_unused() {
+            segment::page_free(page);
+        } else {
+            page.owner.store(0, Ordering::Relaxed);
+            // SAFETY: we own the page and give it back.
+            unsafe { ABANDONED.push(list, page as *const Page as *mut Page) };
+        }
+    }
+}
+
+/// Gives up an owned page that is in no queue and in the `Never` state:
+/// back to its segment if no block is out, else into the pool.
+fn abandon(heap: &Heap, zone: Zone, page: &Page) {
+    heap.forget_emptied(page);
+    page.collect(clear_alloc_bit);
+    if page.is_unused() {
+        segment::page_free(page);
+        return;
+    }
+    page.in_full.set(false);
+    page.owner.store(0, Ordering::Relaxed);
+    // SAFETY: we own the page and give it up; pages live in segment headers
+    // that stay mapped while blocks are out.
+    unsafe {
+        ABANDONED.push(
+            pool_list(zone, page.bin.get() as usize),
+            page as *const Page as *mut Page,
+        )
+    };
+}
+
+/// After a dead thread (see `Heap::is_dead`) allocated from `page`, give the
+/// page up again.
+pub(crate) fn give_up_page(heap: &Heap, zone: Zone, page: &Page) {
+    let zone_heap = heap.zone(zone);
+    let bin = page.bin.get() as usize;
+    zone_heap.queues[bin].remove(page);
+    zone_heap.update_direct(bin);
+    thread_free::set_state(&page.thread_free, State::Never, true);
+    abandon(heap, zone, page);
+}
+
+/// Gives up every page at thread exit. All pages go to `Never` first, which
+/// waits out notifications under way; then no other thread can reach this
+/// heap, and the delayed list can be emptied for the last time.
+pub(crate) fn give_up_all(heap: &Heap) {
+    for zone in PAGE_BACKED {
+        let zone_heap = heap.zone(zone);
+        let never = |page: &Page| thread_free::set_state(&page.thread_free, State::Never, true);
+        zone_heap
+            .queues
+            .iter()
+            .for_each(|queue| queue.for_each(never));
+        zone_heap.full.for_each(never);
+    }
+    free_delayed(heap);
+    for zone in PAGE_BACKED {
+        let zone_heap = heap.zone(zone);
+        for bin in 0..BIN_COUNT {
+            while let Some(page) = zone_heap.queues[bin].pop_front() {
+                abandon(heap, zone, page);
+            }
+        }
+        while let Some(page) = zone_heap.full.pop_front() {
+            abandon(heap, zone, page);
+        }
+    }
+}
+
+/// In a forked child: a thread that was notifying this heap when the
+/// process forked does not exist here, so pages it left `Delaying` would
+/// block the owner forever. They become `Normal` (the block it was handing
+/// over is lost to the child).
+pub(crate) fn end_notifications_after_fork(heap: &Heap) {
+    let reset = |page: &Page| thread_free::reset_after_fork(&page.thread_free);
+    for zone in PAGE_BACKED {
+        let zone_heap = heap.zone(zone);
+        zone_heap
+            .queues
+            .iter()
+            .for_each(|queue| queue.for_each(reset));
+        zone_heap.full.for_each(reset);
+    }
+}
+
+/// Clears a collected block's allocation bit; a bit already clear means the
+/// block was freed twice.
+pub(crate) fn clear_alloc_bit(block: *mut Block) {
+    let addr = block as usize;
+    // SAFETY: blocks on a page's lists lie in a live segment.
+    let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
+    let (word, bit) = seg.alloc_bit(addr);
+    let bits = word.load(Ordering::Relaxed);
+    if bits & bit == 0 {
+        fault::report(Op::Free, Fault::DoubleFree, addr);
+    }
+    word.store(bits & !bit, Ordering::Relaxed);
+}
