@@ -32,25 +32,23 @@ fn child_work(round: u64) -> i32 {
     let mut rng = Rng::new(round);
     // Plain allocations and frees of every kind.
     let mut blocks: Vec<Vec<u8>> = Vec::new();
-    for i in 0..5_000usize {
-        let size = match rng.below(100) {
-            0..=89 => rng.range(1, 512),
-            90..=98 => rng.range(513, 300_000),
+    let intact = |b: &[u8]| b[0] == b[b.len() / 2] && b[0] == b[b.len() - 1];
+    for i in 0..4_000usize {
+        let size = match rng.below(1000) {
+            0..=899 => rng.range(1, 512),
+            900..=994 => rng.range(513, 300_000),
             _ => rng.range(1 << 20, 3 << 20),
         };
         blocks.push(vec![(i % 251) as u8; size]);
         if rng.chance(1, 2) {
             let j = rng.below(blocks.len() as u64) as usize;
-            let b = blocks.swap_remove(j);
-            if b.iter().any(|&x| x != b[0]) {
+            if !intact(&blocks.swap_remove(j)) {
                 return 2;
             }
         }
     }
-    for b in &blocks {
-        if b.iter().any(|&x| x != b[0]) {
-            return 3;
-        }
+    if !blocks.iter().all(|b| intact(b)) {
+        return 3;
     }
     drop(blocks);
     // Strings and maps.
@@ -227,10 +225,7 @@ fn fork_from_worker_thread_and_nested_fork() {
             if pid == 0 {
                 // In the child: free the parent's blocks, then fork again.
                 drop(keep);
-                let code = match fork_and_wait(round) {
-                    Ok(c) => c,
-                    Err(_) => 9,
-                };
+                let code = fork_and_wait(round).unwrap_or(9);
                 let code = if code == 0 {
                     child_work(round + 1)
                 } else {

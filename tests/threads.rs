@@ -68,8 +68,7 @@ fn run_threads(
             .collect();
         for (k, h) in handles.into_iter().enumerate() {
             let kept = h.join().expect("thread panicked");
-            for (j, b) in kept.iter().enumerate() {
-                let _ = j;
+            for b in &kept {
                 assert!(
                     b.iter().all(|&x| x == b[0]),
                     "thread {} block corrupted",
