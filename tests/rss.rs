@@ -237,7 +237,7 @@ fn run(name: &str) {
         out.status
     );
     assert!(
-        stdout.contains("test child_entry ... ok"),
+        stdout.contains("test result: ok. 1 passed"),
         "scenario {name} did not run:\n{stdout}"
     );
 }
