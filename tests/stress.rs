@@ -238,3 +238,78 @@ fn producer_consumers() {
         manual.committed_bytes
     );
 }
+
+/// Owners exit while other threads free into their (full) pages: the
+/// hand-over of remote frees must not race with the owner's exit.
+#[test]
+fn remote_frees_race_owner_exit() {
+    let consumers = 4;
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..consumers).map(|_| mpsc::channel::<Vec<Msg>>()).unzip();
+    let consumer_handles: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(c, inbox)| {
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                for batch in inbox {
+                    for m in batch {
+                        verify_and_free(m, 100 + c);
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let producers = 160;
+    let per_producer = 1_500;
+    for wave in 0..producers / 8 {
+        let handles: Vec<_> = (0..8)
+            .map(|k| {
+                let senders = senders.clone();
+                let me = wave * 8 + k;
+                std::thread::spawn(move || {
+                    let mut rng = Rng::new(me as u64);
+                    // Few sizes, so the producer's pages fill up and are
+                    // full when the remote frees arrive.
+                    let sizes = [32usize, 48, 256, 3000, 70_000];
+                    let mut batch = Vec::with_capacity(100);
+                    for index in 0..per_producer {
+                        let size = sizes[rng.below(sizes.len() as u64) as usize];
+                        let l = Layout::from_size_align(size, 16).unwrap();
+                        // SAFETY: non-zero size.
+                        let p = unsafe { Zonal.alloc(l) } as usize;
+                        assert!(p != 0);
+                        let s = seed(me, index, size);
+                        common::fill(bytes(p, size), s);
+                        batch.push(Msg {
+                            addr: p,
+                            size,
+                            align: 16,
+                            seed: s,
+                            from: me,
+                        });
+                        if batch.len() == 100 {
+                            let to = rng.below(senders.len() as u64) as usize;
+                            senders[to].send(std::mem::take(&mut batch)).unwrap();
+                        }
+                    }
+                    if !batch.is_empty() {
+                        senders[0].send(batch).unwrap();
+                    }
+                    // Exit at once, while the consumers are still freeing.
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("producer panicked");
+        }
+    }
+    drop(senders);
+    let freed: usize = consumer_handles
+        .into_iter()
+        .map(|h| h.join().expect("consumer panicked"))
+        .sum();
+    assert_eq!(freed, producers * per_producer);
+}
