@@ -428,3 +428,61 @@ fn alloc_zeroed_reuses_dirty_blocks_cleared() {
         }
     }
 }
+
+/// Requests the OS cannot satisfy return null (GlobalAlloc) or an error
+/// (Allocator), never a panic or an abort; a failed realloc leaves the old
+/// block intact.
+#[test]
+fn out_of_memory_returns_null() {
+    use allocator_api2::alloc::Allocator;
+    let impossible = [
+        1usize << 48,
+        1 << 50,
+        isize::MAX as usize - 4095,
+        isize::MAX as usize - (1 << 30),
+    ];
+    for &size in &impossible {
+        for align in [16usize, 4096, 1 << 22] {
+            let Ok(l) = Layout::from_size_align(size, align) else {
+                continue;
+            };
+            // SAFETY: non-zero size; a non-null result is freed.
+            unsafe {
+                let p = Zonal.alloc(l);
+                assert!(p.is_null(), "alloc({size:#x}, {align}) succeeded?");
+                let z = Zonal.alloc_zeroed(l);
+                assert!(z.is_null(), "alloc_zeroed({size:#x}, {align}) succeeded?");
+            }
+            assert!(zonal::ManualZone.allocate(l).is_err());
+            assert!(zonal::ManualZone.allocate_zeroed(l).is_err());
+        }
+        for old in [100usize, 100_000, 3 << 20] {
+            let l = lay(old, 16);
+            // SAFETY: realloc of a live block; on failure it stays live.
+            unsafe {
+                let p = Zonal.alloc(l);
+                common::fill(slice(p, old), old as u64);
+                let q = Zonal.realloc(p, l, size);
+                assert!(q.is_null(), "realloc({old} -> {size:#x}) succeeded?");
+                assert!(
+                    common::check(slice(p, old), old as u64),
+                    "failed realloc damaged the block"
+                );
+                let g = zonal::ManualZone.grow(
+                    std::ptr::NonNull::new(p).unwrap(),
+                    l,
+                    lay(size.min(isize::MAX as usize - 15), 16),
+                );
+                assert!(g.is_err());
+                assert!(
+                    common::check(slice(p, old), old as u64),
+                    "failed grow damaged the block"
+                );
+                Zonal.dealloc(p, l);
+            }
+        }
+    }
+    // The allocator still works afterwards.
+    let v = vec![1u8; 5 << 20];
+    assert_eq!(v.iter().map(|&b| b as usize).sum::<usize>(), 5 << 20);
+}

@@ -107,7 +107,15 @@ fn report(what: &str, baseline: usize, peak: usize, after: usize, took: Duration
     );
 }
 
+/// Threads of this process (zonal must not start any of its own).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
+
 fn scenario(name: &str) {
+    let threads_at_start = thread_count();
     let mut rng = Rng::new(2024);
     // Warm up the allocator and the pattern of the process.
     free_all(burst(8 * MIB, &mut rng));
@@ -214,6 +222,11 @@ fn scenario(name: &str) {
         }
         other => panic!("unknown scenario {other}"),
     }
+    assert_eq!(
+        thread_count(),
+        threads_at_start,
+        "zonal started a thread of its own"
+    );
 }
 
 #[test]
