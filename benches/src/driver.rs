@@ -95,6 +95,9 @@ struct Sample {
     cpu_ns: u64,
     /// Peak resident set size of the child, KiB.
     maxrss_kib: u64,
+    /// The workload's checksum: the same under every allocator, or one of
+    /// them returned corrupted memory.
+    checksum: u64,
     /// Minor page faults of the child (pages first touched or re-touched
     /// after the allocator gave them back to the kernel).
     minflt: u64,
@@ -188,15 +191,15 @@ fn run_child(
             format!("exit status {}", libc::WEXITSTATUS(status))
         });
     }
-    let ns = out
-        .split_whitespace()
-        .next()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("unexpected child output {out:?}"))?;
+    let mut fields = out.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(ns)), Some(Ok(checksum))) = (fields.next(), fields.next()) else {
+        return Err(format!("unexpected child output {out:?}"));
+    };
     let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
     Ok(Sample {
         ns,
         cpu_ns: tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime),
+        checksum,
         maxrss_kib: usage.ru_maxrss as u64,
         minflt: usage.ru_minflt as u64,
     })
@@ -421,6 +424,16 @@ fn print_report(
         false,
     );
     for (wi, w) in workloads.iter().enumerate() {
+        let mut sums: Vec<(u64, &str)> = samples[wi]
+            .iter()
+            .zip(allocs)
+            .flat_map(|(cell, a)| cell.iter().map(move |s| (s.checksum, a.name())))
+            .collect();
+        sums.sort_unstable();
+        sums.dedup();
+        if sums.windows(2).any(|p| p[0].0 != p[1].0) {
+            println!("- CHECKSUM MISMATCH in {}: {sums:?}", w.name);
+        }
         for (ai, f) in failures[wi].iter().enumerate() {
             if let Some(e) = f {
                 println!("- FAILED: {} under {}: {e}", w.name, allocs[ai].name());
