@@ -192,3 +192,60 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
         rest = &rest[n as usize..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_mappings_are_aligned_zeroed_and_writable() {
+        for align in [OS_PAGE, 64 * 1024, 4 << 20, 32 << 20] {
+            let size = 3 * OS_PAGE;
+            let p = map_aligned(size, align).expect("mmap");
+            assert_eq!(p.as_ptr() as usize % align, 0);
+            // SAFETY: the mapping is ours and `size` bytes long.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), size) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0xAB);
+            // SAFETY: as above; nothing else uses it.
+            unsafe { unmap(p, size) };
+        }
+    }
+
+    #[test]
+    fn decommitted_memory_reads_back_as_zero() {
+        let size = 4 * OS_PAGE;
+        let p = map_aligned(size, OS_PAGE).unwrap();
+        // SAFETY: the mapping is ours.
+        unsafe {
+            core::ptr::write_bytes(p.as_ptr(), 7, size);
+            assert!(decommit(p.as_ptr().add(OS_PAGE), 2 * OS_PAGE));
+            let bytes = core::slice::from_raw_parts(p.as_ptr(), size);
+            assert!(bytes[..OS_PAGE].iter().all(|&b| b == 7));
+            assert!(bytes[OS_PAGE..3 * OS_PAGE].iter().all(|&b| b == 0));
+            assert!(bytes[3 * OS_PAGE..].iter().all(|&b| b == 7));
+            unmap(p, size);
+        }
+    }
+
+    #[test]
+    fn remap_keeps_contents_and_alignment() {
+        let align = 4 << 20;
+        let old = 4 << 20;
+        let p = map_aligned(old, align).unwrap();
+        // SAFETY: the mapping is ours; after remap only the new one is used.
+        unsafe {
+            for i in (0..old).step_by(OS_PAGE) {
+                *p.as_ptr().add(i) = (i / OS_PAGE) as u8;
+            }
+            let q = remap(p, old, 64 << 20, align).expect("mremap");
+            assert_eq!(q.as_ptr() as usize % align, 0);
+            for i in (0..old).step_by(OS_PAGE) {
+                assert_eq!(*q.as_ptr().add(i), (i / OS_PAGE) as u8);
+            }
+            let r = remap(q, 64 << 20, 8 << 20, align).expect("shrink");
+            assert_eq!(*r.as_ptr().add(OS_PAGE), 1);
+            unmap(r, 8 << 20);
+        }
+    }
+}

@@ -297,3 +297,109 @@ pub(crate) fn clear_alloc_bit(block: *mut Block) {
     }
     word.store(bits & !bit, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::alloc::alloc;
+    use crate::free::free;
+    use crate::segment::{self, Segment};
+    use crate::Zone;
+
+    fn page_of(block: *mut u8) -> &'static crate::page::Page {
+        let addr = block as usize;
+        // SAFETY: the block is live, so its segment is.
+        unsafe { Segment::at(addr & !segment::SEGMENT_MASK) }.page_of(addr)
+    }
+
+    #[test]
+    fn a_full_page_goes_to_the_full_list_and_comes_back_on_free() {
+        std::thread::spawn(|| {
+            // 4 KiB blocks: 16 per small page.
+            let size = 4096;
+            let first = alloc(Zone::Pinned, size, 16);
+            let page = page_of(first);
+            let mut blocks = vec![first];
+            while page.can_extend() || !page.free.get().is_null() {
+                blocks.push(alloc(Zone::Pinned, size, 16));
+            }
+            assert_eq!(page.used.get(), page.reserved.get());
+            // The next allocation needs another page; this one becomes full.
+            let other = alloc(Zone::Pinned, size, 16);
+            assert!(!core::ptr::eq(page_of(other), page));
+            assert!(page.in_full.get());
+            // A local free moves it back to its queue.
+            // SAFETY: the block is live and ours.
+            unsafe { free(blocks.pop().unwrap(), size) };
+            assert!(!page.in_full.get());
+            for b in blocks.into_iter().chain([other]) {
+                // SAFETY: live blocks, freed once.
+                unsafe { free(b, size) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_remote_free_into_a_full_page_reaches_its_owner() {
+        let size = 4096;
+        let (blocks_tx, blocks_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let owner = std::thread::spawn(move || {
+            let first = alloc(Zone::Pinned, size, 16);
+            let page = page_of(first);
+            let mut blocks = vec![first as usize];
+            while page.can_extend() || !page.free.get().is_null() {
+                blocks.push(alloc(Zone::Pinned, size, 16) as usize);
+            }
+            let extra = alloc(Zone::Pinned, size, 16);
+            assert!(page.in_full.get());
+            blocks_tx.send(blocks).unwrap();
+            done_rx.recv().unwrap();
+            // The slow path of the next allocation frees the delayed block,
+            // which moves the page back out of the full list.
+            let again = alloc(Zone::Pinned, 2 * size, 16);
+            assert!(!page.in_full.get(), "the owner was not notified");
+            // SAFETY: live blocks, freed once.
+            unsafe {
+                free(again, 2 * size);
+                free(extra, size);
+            }
+        });
+        let blocks = blocks_rx.recv().unwrap();
+        for b in blocks {
+            // SAFETY: live blocks handed over by their owner, freed once.
+            unsafe { free(b as *mut u8, size) };
+        }
+        done_tx.send(()).unwrap();
+        owner.join().unwrap();
+    }
+
+    #[test]
+    fn an_exiting_thread_gives_its_pages_to_the_next_one() {
+        let size = 1008;
+        let kept = std::thread::spawn(move || alloc(Zone::Pinned, size, 16) as usize)
+            .join()
+            .unwrap();
+        let page = page_of(kept as *mut u8);
+        assert_eq!(
+            page.owner.load(crate::sync::Ordering::Relaxed),
+            0,
+            "abandoned at exit"
+        );
+        let page_addr = page as *const crate::page::Page as usize;
+        let adopter = std::thread::spawn(move || {
+            let b = alloc(Zone::Pinned, size, 16);
+            let adopted = page_of(b) as *const crate::page::Page as usize == page_addr;
+            // SAFETY: live block, freed once.
+            unsafe { free(b, size) };
+            adopted
+        });
+        assert!(
+            adopter.join().unwrap(),
+            "the abandoned page was not adopted"
+        );
+        // SAFETY: live block, freed once.
+        unsafe { free(kept as *mut u8, size) };
+    }
+}

@@ -257,3 +257,120 @@ fn list_tail(mut block: *mut Block) -> *mut Block {
 
 // The thread-free word keeps its state in the two low bits of a block address.
 const _: () = assert!(GRANULE >= 4);
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A 64 KiB, 64 KiB-aligned buffer standing in for a page's block area.
+    #[repr(C, align(65536))]
+    struct Area([u8; 65536]);
+
+    fn page_over(area: &mut Area, bin: usize) -> Page {
+        let page = Page::unused();
+        page.init(bin, area.0.as_mut_ptr(), area.0.len(), 1, true);
+        page
+    }
+
+    fn pop(page: &Page) -> *mut Block {
+        let block = page.free.get();
+        assert!(!block.is_null());
+        // SAFETY: the block heads the page's free list.
+        page.free.set(unsafe { (*block).next });
+        page.used.set(page.used.get() + 1);
+        block
+    }
+
+    #[test]
+    fn extend_carves_a_few_kib_at_a_time_in_address_order() {
+        let mut area = Box::new(Area([0; 65536]));
+        let bin = crate::size_class::bin_of(48);
+        let page = page_over(&mut area, bin);
+        assert_eq!(page.reserved.get() as usize, 65536 / 48);
+        page.extend();
+        assert_eq!(page.capacity.get() as usize, 4096 / 48);
+        let first = pop(&page) as usize;
+        let second = pop(&page) as usize;
+        assert_eq!(first, area.0.as_ptr() as usize);
+        assert_eq!(second - first, 48);
+        assert!(page.is_block_start(second));
+        assert!(!page.is_block_start(second + 16));
+    }
+
+    #[test]
+    fn collect_moves_local_and_remote_frees_and_counts_remote_ones() {
+        let mut area = Box::new(Area([0; 65536]));
+        let page = page_over(&mut area, crate::size_class::bin_of(64));
+        page.extend();
+        let blocks: Vec<*mut Block> = (0..6).map(|_| pop(&page)).collect();
+        assert_eq!(page.used.get(), 6);
+        // Drain what is left so that `free` is empty, as in the slow path.
+        while !page.free.get().is_null() {
+            pop(&page);
+        }
+        let used = page.used.get();
+        assert_eq!(page.push_local(blocks[0]), used - 1);
+        for &b in &blocks[1..4] {
+            // SAFETY: the blocks are ours and free.
+            assert_eq!(
+                unsafe { thread_free::push(&page.thread_free, b) },
+                thread_free::Pushed::Listed
+            );
+        }
+        let mut seen = Vec::new();
+        page.collect(|b| seen.push(b));
+        seen.sort();
+        assert_eq!(seen, blocks[1..4].to_vec());
+        assert_eq!(page.used.get(), used - 4);
+        assert!(!page.free_is_zero.get(), "freed blocks are not zero");
+        let mut on_free = 0;
+        let mut b = page.free.get();
+        while !b.is_null() {
+            on_free += 1;
+            // SAFETY: walking the page's own free list.
+            b = unsafe { (*b).next };
+        }
+        assert_eq!(on_free, 4);
+    }
+
+    #[test]
+    fn a_full_page_asks_for_one_notification() {
+        let mut area = Box::new(Area([0; 65536]));
+        let page = page_over(&mut area, crate::size_class::bin_of(32));
+        page.extend();
+        let (a, b) = (pop(&page), pop(&page));
+        thread_free::set_state(&page.thread_free, thread_free::State::UseDelayed, false);
+        // SAFETY: the blocks are ours and free.
+        unsafe {
+            assert_eq!(
+                thread_free::push(&page.thread_free, a),
+                thread_free::Pushed::MustNotify
+            );
+            assert_eq!(
+                thread_free::state(&page.thread_free),
+                thread_free::State::Delaying
+            );
+            assert_eq!(
+                thread_free::push(&page.thread_free, b),
+                thread_free::Pushed::Listed
+            );
+        }
+        thread_free::end_notify(&page.thread_free);
+        assert_eq!(
+            thread_free::state(&page.thread_free),
+            thread_free::State::Normal
+        );
+        assert_eq!(
+            thread_free::take_all(&page.thread_free),
+            b,
+            "only the linked block is on the list"
+        );
+        thread_free::set_state(&page.thread_free, thread_free::State::Never, true);
+        thread_free::set_state(&page.thread_free, thread_free::State::Normal, false);
+        assert_eq!(
+            thread_free::state(&page.thread_free),
+            thread_free::State::Never,
+            "Never is kept"
+        );
+    }
+}

@@ -577,3 +577,79 @@ pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull
 pub(crate) fn reset_after_fork() {
     POOL.lock.reset_after_fork();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_of_every_kind_lie_in_their_segment_and_are_aligned() {
+        for kind in [PageKind::Small, PageKind::Medium, PageKind::Large] {
+            let (page, area, len, _zeroed) = page_alloc(Zone::Pinned, kind).expect("segment");
+            // SAFETY: page_alloc returns a page record in a live segment.
+            let page = unsafe { page.as_ref() };
+            let seg = segment_of_page(page);
+            assert_eq!(seg.kind, kind);
+            assert_eq!(seg.zone, Zone::Pinned);
+            let (start, end) = (area as usize, area as usize + len);
+            assert!(start >= seg.base() + HEADER_SIZE && end <= seg.base() + SEGMENT_SIZE);
+            assert_eq!(start % PAGE_ALIGN_MIN, 0);
+            assert!(ptr::eq(seg.page_of(start), page) && ptr::eq(seg.page_of(end - 1), page));
+            assert_eq!(
+                map::lookup(map::map(), start),
+                Some(map::Found::Segment(seg.base()))
+            );
+            page_free(page);
+        }
+    }
+
+    #[test]
+    fn an_emptied_segment_leaves_the_map() {
+        // Large pages have a segment each, so freeing the page empties it.
+        let (page, area, _, _) = page_alloc(Zone::Gc, PageKind::Large).unwrap();
+        // SAFETY: as above.
+        page_free(unsafe { page.as_ref() });
+        match map::lookup(map::map(), area as usize) {
+            None => {}
+            // Tests run in parallel: another one may have been handed the
+            // (cached) segment since; it cannot be our large Gc segment.
+            Some(map::Found::Segment(base)) => {
+                // SAFETY: the map says a segment starts there.
+                let seg = unsafe { Segment::at(base) };
+                assert!(seg.kind != PageKind::Large || seg.zone != Zone::Gc);
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn huge_blocks_are_aligned_found_from_inside_and_resized() {
+        for align in [16, 1 << 16, 1 << 22, 1 << 24] {
+            let page = huge_alloc(Zone::Manual, 5 << 20, align).expect("huge");
+            // SAFETY: huge_alloc returns the page of a live huge block.
+            let page = unsafe { page.as_ref() };
+            let block = page.area.get() as usize;
+            assert_eq!(block % align, 0);
+            assert!(page.block_size.get() >= 5 << 20);
+            let base = segment_of_page(page).base();
+            assert_eq!(
+                map::lookup(map::map(), block + (5 << 20) - 1),
+                Some(map::Found::Huge(base))
+            );
+            // SAFETY: the block is ours.
+            unsafe { (block as *mut u8).add(4 << 20).write(42) };
+            // SAFETY: the block is ours; after resizing only `moved` is used.
+            let moved = unsafe { huge_resize(page, 40 << 20) }.expect("mremap");
+            // SAFETY: as above.
+            let moved = unsafe { moved.as_ref() };
+            let new_block = moved.area.get();
+            assert_eq!(new_block as usize % align, 0);
+            // SAFETY: the block moved with its contents.
+            assert_eq!(unsafe { *new_block.add(4 << 20) }, 42);
+            assert!(moved.block_size.get() >= 40 << 20);
+            // SAFETY: the block is ours and no longer used.
+            unsafe { huge_free(moved) };
+            assert_eq!(map::lookup(map::map(), new_block as usize), None);
+        }
+    }
+}
