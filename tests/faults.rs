@@ -166,6 +166,13 @@ fn run_scenario(name: &str) {
             announce(q as usize);
             free(q, size);
         }
+        "segment_metadata" => {
+            // A 16-aligned address inside zonal's own segment header.
+            let p = alloc(48);
+            let q = (p as usize & !((4 << 20) - 1)) + 4096;
+            announce(q);
+            free(q as *mut u8, 48);
+        }
         "realloc_foreign_stack" => {
             let mut buf = Aligned([1; 64]);
             let p = buf.0.as_mut_ptr();
@@ -387,6 +394,17 @@ fn free_of_misaligned_pointer_into_other_threads_block() {
 #[test]
 fn free_of_misaligned_pointer_of_huge_block() {
     expect_fault("misaligned_huge", misaligned(FREE));
+}
+
+#[test]
+fn free_of_pointer_into_segment_metadata() {
+    expect_fault(
+        "segment_metadata",
+        Expect {
+            verbs: FREE,
+            reason: |r| r.contains("not"),
+        },
+    );
 }
 
 #[test]

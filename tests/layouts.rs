@@ -486,3 +486,60 @@ fn out_of_memory_returns_null() {
     let v = vec![1u8; 5 << 20];
     assert_eq!(v.iter().map(|&b| b as usize).sum::<usize>(), 5 << 20);
 }
+
+/// alloc_zeroed must also clear blocks that come back through other
+/// threads' frees (collected remote frees, big blocks whose pages were
+/// released by the remote free, full pages handed back to their owner).
+#[test]
+fn alloc_zeroed_after_remote_frees() {
+    for size in [
+        24usize,
+        200,
+        1000,
+        5000,
+        40_000,
+        65_536,
+        100_000,
+        500_000,
+        1 << 20,
+    ] {
+        let l = lay(size, 16);
+        for _round in 0..3 {
+            // Enough blocks to fill the pages of this class.
+            let count = (4 << 20) / size.max(4096) + 64;
+            let blocks: Vec<usize> = (0..count)
+                .map(|_| {
+                    // SAFETY: non-zero size.
+                    let p = unsafe { Zonal.alloc(l) };
+                    slice(p, size).fill(0xC3);
+                    p as usize
+                })
+                .collect();
+            let freed = blocks.clone();
+            std::thread::spawn(move || {
+                for p in freed {
+                    // SAFETY: live blocks with this layout, handed over.
+                    unsafe { Zonal.dealloc(p as *mut u8, l) };
+                }
+            })
+            .join()
+            .unwrap();
+            let zeroed: Vec<usize> = (0..count)
+                .map(|_| {
+                    // SAFETY: non-zero size.
+                    let z = unsafe { Zonal.alloc_zeroed(l) };
+                    assert!(
+                        common::is_zero(slice(z, size)),
+                        "alloc_zeroed({size}) after remote frees is dirty (reused block: {})",
+                        blocks.contains(&(z as usize))
+                    );
+                    z as usize
+                })
+                .collect();
+            for z in zeroed {
+                // SAFETY: live blocks with this layout.
+                unsafe { Zonal.dealloc(z as *mut u8, l) };
+            }
+        }
+    }
+}

@@ -60,6 +60,40 @@ fn verify_and_free(m: Msg, me: usize) {
     };
 }
 
+/// Reallocs a block another thread allocated (in place or moved), checks
+/// that its contents survived, and refills it.
+fn realloc_foreign_owned(m: Msg, me: usize, rng: &mut Rng) -> Msg {
+    assert!(
+        common::check(bytes(m.addr, m.size), m.seed),
+        "thread {me}: received block corrupted"
+    );
+    let new_size = if rng.chance(1, 2) {
+        m.size + rng.range(1, m.size)
+    } else {
+        (m.size / 2).max(1)
+    };
+    let old = Layout::from_size_align(m.size, m.align).unwrap();
+    // SAFETY: a live block with its layout, handed to this thread.
+    let q = unsafe { Zonal.realloc(m.addr as *mut u8, old, new_size) } as usize;
+    assert!(q != 0 && q % m.align == 0);
+    let kept = m.size.min(new_size);
+    assert!(
+        common::check_prefix(bytes(q, kept), m.seed, m.size),
+        "thread {me}: realloc {} -> {new_size} of thread {}'s block lost data",
+        m.size,
+        m.from
+    );
+    let seed = m.seed ^ 0xABCD;
+    common::fill(bytes(q, new_size), seed);
+    Msg {
+        addr: q,
+        size: new_size,
+        align: m.align,
+        seed,
+        from: m.from,
+    }
+}
+
 fn worker(
     me: usize,
     threads: usize,
@@ -116,8 +150,14 @@ fn worker(
             let i = rng.below(local.len() as u64) as usize;
             verify_and_free(local.swap_remove(i), me);
         }
-        // Verify and free what others sent us.
+        // Verify and free what others sent us, some after a realloc by
+        // this thread (which does not own the block's page).
         while let Ok(m) = inbox.try_recv() {
+            let m = if rng.chance(1, 4) {
+                realloc_foreign_owned(m, me, &mut rng)
+            } else {
+                m
+            };
             verify_and_free(m, me);
             received += 1;
         }
