@@ -75,7 +75,7 @@ fn realloc_foreign_owned(m: Msg, me: usize, rng: &mut Rng) -> Msg {
     let old = Layout::from_size_align(m.size, m.align).unwrap();
     // SAFETY: a live block with its layout, handed to this thread.
     let q = unsafe { Zonal.realloc(m.addr as *mut u8, old, new_size) } as usize;
-    assert!(q != 0 && q % m.align == 0);
+    assert!(q != 0 && q.is_multiple_of(m.align));
     let kept = m.size.min(new_size);
     assert!(
         common::check_prefix(bytes(q, kept), m.seed, m.size),
