@@ -86,7 +86,7 @@ fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize, size: usize) -> *mut
         return ptr::null_mut();
     };
     let block = take_block(page);
-    heap.zone(zone).counters.on_alloc(size);
+    heap.count(zone, |c| c.on_alloc(size));
     if heap.is_dead() {
         heap::give_up_page(heap, zone, page);
     }
@@ -99,7 +99,7 @@ fn alloc_huge(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
     }
     match segment::huge_alloc(zone, size, align) {
         Some(page) => {
-            heap.zone(zone).counters.on_alloc(size);
+            heap.count(zone, |c| c.on_alloc(size));
             // SAFETY: huge_alloc returns the page of a live huge block.
             unsafe { page.as_ref() }.area.get()
         }
@@ -167,7 +167,7 @@ pub(crate) unsafe fn realloc(
             }
             let block = seg.page_of(addr).block_size.get();
             if fits_in_place(new_size, block, align, addr) {
-                counters(seg.zone).on_resize(old_size, new_size);
+                current_heap().count(seg.zone, |c| c.on_resize(old_size, new_size));
                 return ptr;
             }
             seg.zone
@@ -183,7 +183,7 @@ pub(crate) unsafe fn realloc(
             // SAFETY: the block is the caller's live huge block. After this
             // call `seg` may have moved: only `zone` is used.
             if let Some(p) = unsafe { realloc_huge(page, new_size, align) } {
-                counters(zone).on_resize(old_size, new_size);
+                current_heap().count(zone, |c| c.on_resize(old_size, new_size));
                 return p;
             }
             zone
@@ -231,10 +231,10 @@ unsafe fn realloc_huge(page: &Page, new_size: usize, align: usize) -> Option<*mu
     Some(unsafe { moved.as_ref() }.area.get())
 }
 
-/// The calling thread's counters for `zone`.
+/// The calling thread's heap.
 #[inline]
-pub(crate) fn counters(zone: Zone) -> &'static heap::Counters {
-    // SAFETY: the heap lives as long as the thread; the reference is used
-    // immediately by the caller.
-    &unsafe { &*heap::current() }.zone(zone).counters
+fn current_heap() -> &'static Heap {
+    // SAFETY: the heap lives as long as the thread, and callers use the
+    // reference at once.
+    unsafe { &*heap::current() }
 }

@@ -57,7 +57,7 @@ fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, live: bool,
     if !live {
         fault::report_bad_pointer(Op::Free, addr);
     }
-    heap.zone(seg.zone).counters.on_free(size);
+    heap.count(seg.zone, |c| c.on_free(size));
     release_big_block_memory(addr, page.block_size.get());
     let block = addr as *mut Block;
     // SAFETY: the block is live (its bit is set) and the caller gave it up.
@@ -104,7 +104,8 @@ fn free_outside_segments(addr: usize, size: usize) {
             if addr != page.area.get() as usize || page.used.get() != 1 {
                 fault::report_bad_pointer(Op::Free, addr);
             }
-            crate::alloc::counters(seg.zone).on_free(size);
+            // SAFETY: the thread's heap outlives this call.
+            unsafe { &*heap::current() }.count(seg.zone, |c| c.on_free(size));
             // SAFETY: the block is live and the caller gave it up.
             unsafe { segment::huge_free(page) };
         }

@@ -59,6 +59,19 @@ impl Counters {
         }
     }
 
+    /// Zeroes the counts (after they were folded into the retired totals).
+    pub(crate) fn reset(&self) {
+        for counter in [
+            &self.allocs,
+            &self.frees,
+            &self.alloc_bytes,
+            &self.free_bytes,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.flushed_live.set(0);
+    }
+
     fn live(&self) -> i64 {
         self.alloc_bytes
             .load(Ordering::Relaxed)

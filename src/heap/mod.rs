@@ -104,8 +104,11 @@ const ACTIVATING: u8 = 2;
 /// at once (see `alloc`).
 const DEAD: u8 = 3;
 
-/// Emptied pages a heap keeps before returning the oldest to its segment.
+/// Emptied small or medium pages a heap keeps before returning the oldest
+/// to its segment.
 const EMPTIED_RING: usize = 8;
+/// The same for large pages (up to 4 MiB each).
+const EMPTIED_LARGE_RING: usize = 2;
 
 /// A thread's heap.
 pub(crate) struct Heap {
@@ -113,9 +116,12 @@ pub(crate) struct Heap {
     /// Blocks other threads freed into this heap's full pages.
     delayed: BlockStack,
     /// Recently emptied pages kept in their queues (see
-    /// `pages::after_local_free`), oldest at `emptied_next`.
-    emptied: [Cell<*mut Page>; EMPTIED_RING],
+    /// `pages::after_local_free`): the first [`EMPTIED_LARGE_RING`] slots
+    /// for large pages, the rest for small and medium ones; the oldest of
+    /// each ring is at its `next` index.
+    emptied: [Cell<*mut Page>; EMPTIED_LARGE_RING + EMPTIED_RING],
     emptied_next: Cell<usize>,
+    emptied_large_next: Cell<usize>,
     state: Cell<u8>,
     /// Links in the registry of live heaps (registry lock).
     prev: Cell<*mut Heap>,
@@ -178,8 +184,9 @@ impl Heap {
         Heap {
             zones: [const { ZoneHeap::new() }; PAGE_ZONES],
             delayed: BlockStack::new(),
-            emptied: [const { Cell::new(ptr::null_mut()) }; EMPTIED_RING],
+            emptied: [const { Cell::new(ptr::null_mut()) }; EMPTIED_LARGE_RING + EMPTIED_RING],
             emptied_next: Cell::new(0),
+            emptied_large_next: Cell::new(0),
             state: Cell::new(NEW),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
@@ -217,16 +224,24 @@ impl Heap {
     }
 
     /// Records a page that just became unused; returns the page it evicts
-    /// from the ring. Ring entries are always pages this heap owns: a page
-    /// leaves the ring (`forget_emptied`) before it leaves the heap.
+    /// from its ring (large pages have a ring of their own, of
+    /// [`EMPTIED_LARGE_RING`] entries, since each holds up to 4 MiB). Ring
+    /// entries are always pages this heap owns: a page leaves its ring
+    /// (`forget_emptied`) before it leaves the heap.
     pub(crate) fn remember_emptied(&self, page: &Page) -> Option<&Page> {
+        let large = page.block_size.get() > size_class::MEDIUM_MAX;
+        let (ring, next) = if large {
+            (&self.emptied[..EMPTIED_LARGE_RING], &self.emptied_large_next)
+        } else {
+            (&self.emptied[EMPTIED_LARGE_RING..], &self.emptied_next)
+        };
         let page = page as *const Page as *mut Page;
-        if self.emptied.iter().any(|slot| slot.get() == page) {
+        if ring.iter().any(|slot| slot.get() == page) {
             return None;
         }
-        let next = self.emptied_next.get();
-        self.emptied_next.set((next + 1) % EMPTIED_RING);
-        let evicted = self.emptied[next].replace(page);
+        let slot = next.get();
+        next.set((slot + 1) % ring.len());
+        let evicted = ring[slot].replace(page);
         // SAFETY: ring entries are pages this heap owns (see above).
         NonNull::new(evicted).map(|p| unsafe { &*p.as_ptr() })
     }
@@ -237,6 +252,24 @@ impl Heap {
             if ptr::eq(slot.get(), page) {
                 slot.set(ptr::null_mut());
             }
+        }
+    }
+
+    /// Charges an operation to this thread's counters of `zone`, from a path
+    /// that may run before the heap was ever used (a thread that only frees)
+    /// or after the thread's exit hook ran (frees in later TLS destructors):
+    /// the heap is registered first if it is new, and a dead heap's counts
+    /// go straight into the retired totals, since nobody reads its counters
+    /// any more.
+    pub(crate) fn count(&self, zone: Zone, op: impl FnOnce(&Counters)) {
+        if self.state.get() == NEW {
+            self.activate();
+        }
+        let counters = &self.zone(zone).counters;
+        op(counters);
+        if self.is_dead() {
+            stats::retire_counters(zone, counters);
+            counters.reset();
         }
     }
 

@@ -111,11 +111,13 @@ fn free_owned_block(heap: &Heap, block: *mut Block) {
 /// is now unused.
 ///
 /// An unused page is not returned to its segment at once: churn would bounce
-/// it between heap and segment. It stays in its queue (at the back, so
-/// partly used pages are filled first) and enters the heap's small ring of
-/// recently emptied pages; the page that falls out of the ring goes back to
-/// its segment if it is still unused. A queue's only page stays regardless,
-/// unless it is a large page (whose memory is worth returning).
+/// it between heap and segment (for a large page, a 4 MiB decommit and the
+/// page faults to bring it back). A small or medium page that is its
+/// queue's only page simply stays. Otherwise the page stays in its queue (at
+/// the back, so partly used pages are filled first) and enters the heap's
+/// small ring of recently emptied pages; the page that falls out of the
+/// ring goes back to its segment if it is still unused. The rings bound
+/// what a heap keeps after a burst is freed (see `Heap::remember_emptied`).
 #[cold]
 #[inline(never)]
 pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
@@ -128,11 +130,7 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     }
     let large = page.block_size.get() > size_class::MEDIUM_MAX;
     let alone = page.prev.get().is_null() && page.next.get().is_null();
-    if large {
-        retire(heap, zone_heap, page);
-        return;
-    }
-    if alone {
+    if alone && !large {
         return;
     }
     let queue = &zone_heap.queues[page.bin.get() as usize];
