@@ -35,9 +35,11 @@ mod heap;
 mod options;
 #[cfg(not(loom))]
 mod os;
+#[cfg(not(loom))]
 mod page;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
 mod size_class;
 #[cfg(not(loom))]
 mod stats;
@@ -49,3 +51,24 @@ pub use api::global::Zonal;
 pub use api::zone::{ManualZone, Zone};
 #[cfg(not(loom))]
 pub use stats::{stats, Stats, ZoneStats};
+
+/// The lock-free pieces, exposed for the `loom-tests` crate (only under
+/// `cfg(loom)`, where nothing else is compiled). The files are the very ones
+/// the normal build uses, compiled here against `sync`'s loom atomics.
+#[cfg(loom)]
+#[doc(hidden)]
+// Without this `#[path]`, the paths below would resolve inside `src/loom_api/`.
+#[path = "."]
+pub mod loom_api {
+    /// The atomics the modules below use (loom's, see `sync`).
+    pub use crate::sync::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+
+    #[path = "page/thread_free.rs"]
+    pub mod thread_free;
+
+    #[path = "heap/abandoned.rs"]
+    pub mod abandoned;
+
+    #[path = "segment/map.rs"]
+    pub mod map;
+}

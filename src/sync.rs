@@ -12,11 +12,100 @@
 //! call into the global allocator and never across a call that can block.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+pub use loom_shim::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
 
 pub(crate) use std::sync::atomic::Ordering;
+
+/// loom's atomics, plus one thing loom 0.7 needs to explore our code fully.
+///
+/// loom's partial-order reduction remembers only the *last* access to each
+/// atomic. When a thread loads an atomic and then writes it (`push`: load,
+/// then CAS; `take_all`: load, then swap; `SpinLock::lock`), its own load
+/// hides an earlier load by another thread, so loom never tries running the
+/// write before that other load (tokio-rs/loom#392, #166: a model can pass
+/// after exploring a single interleaving). Every load therefore first bumps
+/// a per-atomic ghost counter with a `Relaxed` read-modify-write: those bumps
+/// conflict with each other, which makes loom order loads of different
+/// threads both ways. A relaxed RMW on a separate object creates no
+/// happens-before edge, so no synchronisation is added to the code under
+/// test; the cost is more (redundant) interleavings.
+#[cfg(loom)]
+mod loom_shim {
+    use super::Ordering;
+    use loom::sync::atomic::AtomicUsize as Ghost;
+
+    macro_rules! shim {
+        ($name:ident, $int:ty $(, $rmw:ident)*) => {
+            /// A loom atomic whose loads are visible to loom's scheduler
+            /// (see the module docs).
+            #[derive(Debug)]
+            pub struct $name {
+                inner: loom::sync::atomic::$name,
+                loads: Ghost,
+            }
+
+            impl $name {
+                /// Creates the atomic (inside a loom model only).
+                pub fn new(value: $int) -> Self {
+                    $name { inner: loom::sync::atomic::$name::new(value), loads: Ghost::new(0) }
+                }
+
+                /// `load`, after a ghost RMW that makes loom order it
+                /// against other threads' loads.
+                pub fn load(&self, order: Ordering) -> $int {
+                    self.loads.fetch_add(1, Ordering::Relaxed);
+                    self.inner.load(order)
+                }
+
+                /// `store`.
+                pub fn store(&self, value: $int, order: Ordering) {
+                    self.inner.store(value, order)
+                }
+
+                /// `swap`.
+                pub fn swap(&self, value: $int, order: Ordering) -> $int {
+                    self.inner.swap(value, order)
+                }
+
+                /// `compare_exchange`.
+                pub fn compare_exchange(
+                    &self,
+                    current: $int,
+                    new: $int,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$int, $int> {
+                    self.inner.compare_exchange(current, new, success, failure)
+                }
+
+                /// `compare_exchange_weak` (loom never fails it spuriously).
+                pub fn compare_exchange_weak(
+                    &self,
+                    current: $int,
+                    new: $int,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$int, $int> {
+                    self.inner.compare_exchange_weak(current, new, success, failure)
+                }
+
+                $(
+                    /// The read-modify-write of the same name.
+                    pub fn $rmw(&self, value: $int, order: Ordering) -> $int {
+                        self.inner.$rmw(value, order)
+                    }
+                )*
+            }
+        };
+    }
+
+    shim!(AtomicBool, bool);
+    shim!(AtomicU8, u8, fetch_add, fetch_sub);
+    shim!(AtomicU64, u64, fetch_add, fetch_sub);
+    shim!(AtomicUsize, usize, fetch_add, fetch_sub);
+}
 
 /// Spins a little, then yields the processor (the lock holder may be
 /// descheduled on a machine with fewer cores than threads).

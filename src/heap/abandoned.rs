@@ -21,12 +21,12 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
 /// A node that can sit in the pool, linked through one of its own fields.
-pub(crate) trait Linked {
+pub trait Linked {
     fn pool_link(&self) -> &Cell<*mut Self>;
 }
 
 /// `LISTS` intrusive lists of abandoned nodes behind one lock.
-pub(crate) struct AbandonedPool<N, const LISTS: usize> {
+pub struct AbandonedPool<N, const LISTS: usize> {
     lock: SpinLock,
     heads: UnsafeCell<[*mut N; LISTS]>,
     /// Nodes in the pool; read without the lock to skip empty pools quickly.
@@ -41,7 +41,7 @@ unsafe impl<N, const LISTS: usize> Sync for AbandonedPool<N, LISTS> {}
 
 impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
     #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         AbandonedPool {
             lock: SpinLock::new(),
             heads: UnsafeCell::new([ptr::null_mut(); LISTS]),
@@ -51,7 +51,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
     }
 
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         AbandonedPool {
             lock: SpinLock::new(),
             heads: UnsafeCell::new([ptr::null_mut(); LISTS]),
@@ -65,7 +65,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
     /// # Safety
     /// The caller must own `node` (no other thread may use its owner-private
     /// state) and `node` must stay valid while it is in the pool.
-    pub(crate) unsafe fn push(&self, list: usize, node: *mut N) {
+    pub unsafe fn push(&self, list: usize, node: *mut N) {
         self.lock.with(|| {
             // SAFETY: lock held; the caller owns `node`.
             unsafe {
@@ -78,7 +78,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
     }
 
     /// Takes a node from list `list`, transferring its ownership.
-    pub(crate) fn pop(&self, list: usize) -> Option<*mut N> {
+    pub fn pop(&self, list: usize) -> Option<*mut N> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -91,7 +91,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
 
     /// Takes a node from any list, visiting lists round-robin. Returns the
     /// list it came from.
-    pub(crate) fn pop_any(&self) -> Option<(usize, *mut N)> {
+    pub fn pop_any(&self) -> Option<(usize, *mut N)> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -122,7 +122,8 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
     }
 
     /// Number of nodes in the pool.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
 

@@ -121,7 +121,12 @@ pub fn take_all(head: &AtomicUsize) -> *mut Block {
         if old & !STATE_MASK == 0 {
             return core::ptr::null_mut();
         }
-        match head.compare_exchange_weak(old, old & STATE_MASK, Ordering::Acquire, Ordering::Relaxed) {
+        match head.compare_exchange_weak(
+            old,
+            old & STATE_MASK,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return (old & !STATE_MASK) as *mut Block,
             Err(current) => old = current,
         }
@@ -169,12 +174,16 @@ pub struct BlockStack {
 impl BlockStack {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        BlockStack { head: AtomicUsize::new(0) }
+        BlockStack {
+            head: AtomicUsize::new(0),
+        }
     }
 
     #[cfg(loom)]
     pub fn new() -> Self {
-        BlockStack { head: AtomicUsize::new(0) }
+        BlockStack {
+            head: AtomicUsize::new(0),
+        }
     }
 
     /// Pushes a block.
@@ -186,7 +195,12 @@ impl BlockStack {
         loop {
             // SAFETY: the caller gives us exclusive use of the block.
             unsafe { (*block).next = old as *mut Block };
-            match self.head.compare_exchange_weak(old, block as usize, Ordering::Release, Ordering::Relaxed) {
+            match self.head.compare_exchange_weak(
+                old,
+                block as usize,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(current) => old = current,
             }

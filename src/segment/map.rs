@@ -25,19 +25,19 @@
 use crate::sync::{AtomicU8, Ordering};
 
 /// Segment size and alignment: 4 MiB.
-pub(crate) const SEGMENT_SHIFT: u32 = 22;
-pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
-pub(crate) const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+pub const SEGMENT_SHIFT: u32 = 22;
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 
-pub(crate) const NONE: u8 = 0;
-pub(crate) const SEGMENT: u8 = 1;
-pub(crate) const HUGE: u8 = 2;
-pub(crate) const CONTINUATION: u8 = 3;
+pub const NONE: u8 = 0;
+pub const SEGMENT: u8 = 1;
+pub const HUGE: u8 = 2;
+pub const CONTINUATION: u8 = 3;
 const MAX_HOP: usize = (u8::MAX - HUGE) as usize;
 
 /// What a lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Found {
+pub enum Found {
     /// The address lies in a small/medium/large segment starting here.
     Segment(usize),
     /// The address lies in the mapping of a huge allocation starting here.
@@ -47,7 +47,7 @@ pub(crate) enum Found {
 /// Reads the entry for `addr`'s chunk (the free fast path compares it with
 /// [`SEGMENT`] directly).
 #[inline]
-pub(crate) fn entry(map: &[AtomicU8], addr: usize) -> u8 {
+pub fn entry(map: &[AtomicU8], addr: usize) -> u8 {
     match map.get(addr >> SEGMENT_SHIFT) {
         Some(e) => e.load(Ordering::Acquire),
         None => NONE,
@@ -56,15 +56,29 @@ pub(crate) fn entry(map: &[AtomicU8], addr: usize) -> u8 {
 
 /// Finds the segment that contains `addr`, interior pointers of huge
 /// mappings included.
-pub(crate) fn lookup(map: &[AtomicU8], addr: usize) -> Option<Found> {
+///
+/// A lookup reads several entries one after the other, so when it races
+/// with the release of a huge mapping and the reuse of its range it can
+/// follow a stale continuation entry to a start chunk that by then holds a
+/// different mapping. A hop must land on a [`HUGE`] start: a [`SEGMENT`]
+/// (always one chunk) reached by a hop is such a new mapping, and the
+/// address is not in it. (A newer huge mapping reached that way may be
+/// shorter than the hop; callers given [`Found::Huge`] check the address
+/// against the header, as free and realloc do.)
+pub fn lookup(map: &[AtomicU8], addr: usize) -> Option<Found> {
     let mut chunk = addr >> SEGMENT_SHIFT;
+    let mut hopped = false;
     loop {
         let e = map.get(chunk)?.load(Ordering::Acquire);
         match e {
             NONE => return None,
+            SEGMENT if hopped => return None,
             SEGMENT => return Some(Found::Segment(chunk << SEGMENT_SHIFT)),
             HUGE => return Some(Found::Huge(chunk << SEGMENT_SHIFT)),
-            hop => chunk -= (hop - HUGE) as usize,
+            hop @ CONTINUATION.. => {
+                chunk -= (hop - HUGE) as usize;
+                hopped = true;
+            }
         }
     }
 }
@@ -72,8 +86,9 @@ pub(crate) fn lookup(map: &[AtomicU8], addr: usize) -> Option<Found> {
 /// Publishes a segment (or huge mapping) of `chunks` chunks at `base`.
 /// Writes continuation entries first and the start entry last, so a
 /// concurrent lookup never hops to a start that is not yet published.
-pub(crate) fn register(map: &[AtomicU8], base: usize, chunks: usize, huge: bool) {
+pub fn register(map: &[AtomicU8], base: usize, chunks: usize, huge: bool) {
     debug_assert!(base & SEGMENT_MASK == 0 && chunks >= 1);
+    debug_assert!(huge || chunks == 1, "a segment is one chunk (see `lookup`)");
     let first = base >> SEGMENT_SHIFT;
     for i in 1..chunks {
         let hop = i.min(MAX_HOP);
@@ -85,7 +100,7 @@ pub(crate) fn register(map: &[AtomicU8], base: usize, chunks: usize, huge: bool)
 
 /// Withdraws a segment: start entry first, so a lookup that races with the
 /// release sees either the whole segment or none of it.
-pub(crate) fn unregister(map: &[AtomicU8], base: usize, chunks: usize) {
+pub fn unregister(map: &[AtomicU8], base: usize, chunks: usize) {
     let first = base >> SEGMENT_SHIFT;
     map[first].store(NONE, Ordering::Release);
     for i in 1..chunks {
@@ -151,6 +166,18 @@ mod tests {
         assert_eq!(lookup(&map, base + chunks * SEGMENT_SIZE), None);
         unregister(&map, base, chunks);
         assert!((0..2048).all(|i| map[i].load(Ordering::Relaxed) == NONE));
+    }
+
+    #[test]
+    fn a_segment_reached_by_a_hop_is_not_a_match() {
+        // What a lookup can see when it reads a stale continuation entry of
+        // a released huge mapping whose start chunk now holds a segment.
+        let map = table(16);
+        let base = 3 << SEGMENT_SHIFT;
+        register(&map, base, 3, true);
+        map[3].store(SEGMENT, Ordering::Relaxed);
+        assert_eq!(lookup(&map, base + 2 * SEGMENT_SIZE), None);
+        assert_eq!(lookup(&map, base + 5), Some(Found::Segment(base)));
     }
 
     #[test]
