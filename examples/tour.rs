@@ -28,7 +28,11 @@ fn main() {
         index.insert(w, i);
     }
     assert_eq!(index["word-4242"], 4242);
-    println!("1. {} strings and a {}-entry HashMap in the manual zone", words.len(), index.len());
+    println!(
+        "1. {} strings and a {}-entry HashMap in the manual zone",
+        words.len(),
+        index.len()
+    );
 
     // 2. A vector that grows by realloc: in place inside its size class,
     //    then through mremap once it is a huge block (no copy).
@@ -36,14 +40,20 @@ fn main() {
     for i in 0..4_000_000u64 {
         grow.push(i);
     }
-    println!("2. a Vec grown to {} MiB by realloc", grow.len() * 8 >> 20);
+    println!(
+        "2. a Vec grown to {} MiB by realloc",
+        (grow.len() * 8) >> 20
+    );
 
     // 3. Per-collection zone allocator (allocator-api2 `Allocator`).
     let mut samples = ZoneVec::new_in(ManualZone);
     samples.extend((0..1000u32).map(|i| i * i));
     let mut table = hashbrown::HashMap::new_in(ManualZone);
     table.insert("zone", "manual");
-    println!("3. allocator_api2 Vec ({} items) and hashbrown map in ManualZone", samples.len());
+    println!(
+        "3. allocator_api2 Vec ({} items) and hashbrown map in ManualZone",
+        samples.len()
+    );
 
     // 4. Cross-thread frees: producers allocate, the main thread frees.
     let (tx, rx) = mpsc::channel::<Vec<Box<[u8; 48]>>>();
@@ -52,7 +62,8 @@ fn main() {
             let tx = tx.clone();
             thread::spawn(move || {
                 for _ in 0..50 {
-                    tx.send((0..1000).map(|_| Box::new([t; 48])).collect()).unwrap();
+                    tx.send((0..1000).map(|_| Box::new([t; 48])).collect())
+                        .unwrap();
                 }
             })
         })

@@ -38,7 +38,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
     let heap = unsafe { &*heap::current() };
     // A live block start has its bit set and is granule aligned (the bit
     // covers the whole 16-byte granule, so the alignment is checked too).
-    let live = bits & bit != 0 && addr % GRANULE == 0;
+    let live = bits & bit != 0 && addr.is_multiple_of(GRANULE);
     if !live || page.owner.load(Ordering::Relaxed) != heap.id() {
         return free_shared(heap, seg, page, addr, live, size);
     }

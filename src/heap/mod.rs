@@ -69,7 +69,8 @@ pub(crate) struct ZoneHeap {
 impl ZoneHeap {
     const fn new() -> Self {
         ZoneHeap {
-            direct: [const { Cell::new(&crate::page::EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_ENTRIES],
+            direct: [const { Cell::new(&crate::page::EMPTY_PAGE.0 as *const Page as *mut Page) };
+                DIRECT_ENTRIES],
             queues: [const { PageQueue::new() }; BIN_COUNT],
             full: PageQueue::new(),
             counters: Counters::new(),
@@ -89,8 +90,16 @@ impl ZoneHeap {
             return;
         }
         let first = self.queues[bin].first_ptr();
-        let page = if first.is_null() { Page::empty() } else { first };
-        let lowest = if bin == 0 { 0 } else { size_class::block_size_of(bin - 1) / size_class::GRANULE + 1 };
+        let page = if first.is_null() {
+            Page::empty()
+        } else {
+            first
+        };
+        let lowest = if bin == 0 {
+            0
+        } else {
+            size_class::block_size_of(bin - 1) / size_class::GRANULE + 1
+        };
         for slot in &self.direct[lowest..=block / size_class::GRANULE] {
             slot.set(page);
         }
@@ -159,7 +168,10 @@ struct Registry {
 // SAFETY: `first` and the heaps' links are only touched with `lock` held.
 unsafe impl Sync for Registry {}
 
-static REGISTRY: Registry = Registry { lock: SpinLock::new(), first: Cell::new(ptr::null_mut()) };
+static REGISTRY: Registry = Registry {
+    lock: SpinLock::new(),
+    first: Cell::new(ptr::null_mut()),
+};
 
 /// Calls `f` with each live heap's counters for `zone`, registry locked.
 pub(crate) fn for_each_counters(zone: Zone, mut f: impl FnMut(&Counters)) {
@@ -231,7 +243,10 @@ impl Heap {
     pub(crate) fn remember_emptied(&self, page: &Page) -> Option<&Page> {
         let large = page.block_size.get() > size_class::MEDIUM_MAX;
         let (ring, next) = if large {
-            (&self.emptied[..EMPTIED_LARGE_RING], &self.emptied_large_next)
+            (
+                &self.emptied[..EMPTIED_LARGE_RING],
+                &self.emptied_large_next,
+            )
         } else {
             (&self.emptied[EMPTIED_LARGE_RING..], &self.emptied_next)
         };

@@ -168,6 +168,13 @@ fn adopt_abandoned(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page>
         if page_has_free_block(page) {
             return Some(page);
         }
+        if heap.is_dead() {
+            // A dead heap keeps no page (nobody would free into its full
+            // list after the thread is gone): straight back to the pool.
+            thread_free::set_state(&page.thread_free, State::Never, true);
+            abandon(heap, zone, page);
+            return None;
+        }
         move_to_full(heap.zone(zone), page);
     }
     None

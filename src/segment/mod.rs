@@ -22,26 +22,24 @@
 //! allocation bitmap is written only by the owner of the page that contains
 //! the granule (see `page`); the mark bitmap belongs to the collector.
 //!
-//! Segments are shared by all threads. Handing pages out and taking them
-//! back happens under one global [`SpinLock`] (a slow path: once per page,
-//! not per block). Pages that come back stay committed for
-//! `ZONAL_PURGE_DELAY_MS` (so churn does not pay for `madvise`), then are
-//! decommitted on a later slow path. A segment whose pages are all free is
-//! withdrawn from the segment map at once, decommitted, and kept in a small
-//! cache or unmapped: after a burst is freed, resident memory falls without a
-//! background thread.
+//! Segments are shared by all threads: [`pool`] hands pages out and takes
+//! them back (and decides when free memory goes back to the OS); [`huge`]
+//! maps and resizes huge blocks; [`map`] is the segment map.
 
+mod huge;
 pub(crate) mod map;
+mod pool;
 
-use crate::os::{self, OS_PAGE};
+use crate::os;
 use crate::page::Page;
 use crate::size_class::{self, PageKind, PAGE_ALIGN_MIN};
-use crate::stats;
-use crate::sync::{AtomicU64, Ordering, SpinLock};
+use crate::sync::AtomicU64;
 use crate::Zone;
-use core::cell::{Cell, UnsafeCell};
-use core::ptr::{self, NonNull};
+use core::cell::Cell;
+use core::ptr::NonNull;
+pub(crate) use huge::{huge_alloc, huge_free, huge_resize};
 pub(crate) use map::{SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE};
+pub(crate) use pool::{page_alloc, page_free, pool_lock, reset_after_fork};
 
 /// Bytes at the start of every segment that hold its header.
 pub(crate) const HEADER_SIZE: usize = 128 * 1024;
@@ -56,7 +54,7 @@ const MEDIUM_PAGE_SHIFT: u32 = 19;
 const HUGE_PAGE_SHIFT: u32 = 63;
 
 impl PageKind {
-    const fn page_shift(self) -> u32 {
+    pub(super) const fn page_shift(self) -> u32 {
         match self {
             PageKind::Small => SMALL_PAGE_SHIFT,
             PageKind::Medium => MEDIUM_PAGE_SHIFT,
@@ -75,14 +73,16 @@ pub(crate) struct Segment {
     pub(crate) page_shift: u32,
     /// Bytes of the mapping (a multiple of `SEGMENT_SIZE`).
     pub(crate) mapping_size: usize,
-    // Protected by the segment lock:
-    free_pages: Cell<u64>,
-    /// Free pages that are still committed (not yet purged).
-    dirty_pages: Cell<u64>,
-    purge_deadline: Cell<u64>,
-    used_pages: Cell<u32>,
-    next: Cell<*mut Segment>,
-    prev: Cell<*mut Segment>,
+    // Protected by the pool lock (see `pool`):
+    pub(super) free_pages: Cell<u64>,
+    /// Free pages whose memory is still committed (not yet purged).
+    pub(super) dirty_pages: Cell<u64>,
+    /// When the dirty pages may be decommitted (`u64::MAX`: none dirty).
+    pub(super) purge_deadline: Cell<u64>,
+    pub(super) used_pages: Cell<u32>,
+    /// Links in a partial list or the cache.
+    pub(super) next: Cell<*mut Segment>,
+    pub(super) prev: Cell<*mut Segment>,
     pub(crate) pages: [Page; MAX_PAGES],
     pub(crate) alloc_bitmap: [AtomicU64; BITMAP_WORDS],
     pub(crate) mark_bitmap: [AtomicU64; BITMAP_WORDS],
@@ -134,14 +134,25 @@ impl Segment {
     }
 
     /// Block area of page `index`: `(start, length)`.
-    fn page_area(&self, index: usize) -> (*mut u8, usize) {
+    pub(super) fn page_area(&self, index: usize) -> (*mut u8, usize) {
         let base = self.base();
         let start = (index << self.page_shift).max(HEADER_SIZE);
         let end = ((index + 1) << self.page_shift).min(SEGMENT_SIZE);
         ((base + start) as *mut u8, end - start)
     }
 
-    fn page_index(&self, page: &Page) -> usize {
+    /// Bytes of the block areas of the dirty (free, committed) pages.
+    pub(super) fn dirty_bytes(&self) -> usize {
+        let mut dirty = self.dirty_pages.get();
+        let mut bytes = 0;
+        while dirty != 0 {
+            bytes += self.page_area(dirty.trailing_zeros() as usize).1;
+            dirty &= dirty - 1;
+        }
+        bytes
+    }
+
+    pub(super) fn page_index(&self, page: &Page) -> usize {
         (page as *const Page as usize - self.pages.as_ptr() as usize) / core::mem::size_of::<Page>()
     }
 }
@@ -160,196 +171,6 @@ pub(crate) fn segment_of_page(page: &Page) -> &Segment {
     unsafe { Segment::at(page as *const Page as usize & !SEGMENT_MASK) }
 }
 
-// ---------------------------------------------------------------------------
-// The global segment pool (slow path, under `POOL.lock`).
-
-const KINDS: usize = 3; // small, medium, large
-const ZONES: usize = 4;
-
-struct Pool {
-    lock: SpinLock,
-    /// Per zone and kind: segments with at least one free page.
-    partial: UnsafeCell<[[*mut Segment; KINDS]; ZONES]>,
-    /// Empty segments, decommitted but for their first OS page, linked
-    /// through `Segment::next`.
-    cache: Cell<*mut Segment>,
-    cached: Cell<usize>,
-    /// Earliest purge deadline of any segment with dirty free pages.
-    next_purge: Cell<u64>,
-}
-
-// SAFETY: every field but `lock` is only accessed with `lock` held.
-unsafe impl Sync for Pool {}
-
-static POOL: Pool = Pool {
-    lock: SpinLock::new(),
-    partial: UnsafeCell::new([[ptr::null_mut(); KINDS]; ZONES]),
-    cache: Cell::new(ptr::null_mut()),
-    cached: Cell::new(0),
-    next_purge: Cell::new(u64::MAX),
-};
-
-/// The lock taken around every segment operation (also by the fork handlers).
-pub(crate) fn pool_lock() -> &'static SpinLock {
-    &POOL.lock
-}
-
-/// A page from a segment of `zone` and `kind`, marked in use, plus whether
-/// its memory reads as zero. `None` when the OS refuses memory.
-pub(crate) fn page_alloc(
-    zone: Zone,
-    kind: PageKind,
-) -> Option<(NonNull<Page>, *mut u8, usize, bool)> {
-    debug_assert!(kind != PageKind::Huge);
-    POOL.lock.with(|| {
-        // SAFETY: we hold the pool lock.
-        let partial = unsafe { &mut (*POOL.partial.get())[zone as usize][kind as usize] };
-        if partial.is_null() {
-            let seg = segment_acquire(zone, kind)?;
-            list_push(partial, seg);
-        }
-        // SAFETY: segments on the partial list are live and have a free page.
-        let seg = unsafe { &**partial };
-        let free = seg.free_pages.get();
-        let index = free.trailing_zeros() as usize;
-        let bit = 1u64 << index;
-        seg.free_pages.set(free & !bit);
-        seg.used_pages.set(seg.used_pages.get() + 1);
-        if free & !bit == 0 {
-            list_remove(partial, seg as *const Segment as *mut Segment);
-        }
-        let dirty = seg.dirty_pages.get() & bit != 0;
-        let (area, len) = seg.page_area(index);
-        if dirty {
-            seg.dirty_pages.set(seg.dirty_pages.get() & !bit);
-        } else {
-            os::note_committed(len as isize);
-            stats::account(zone, 0, len as isize);
-        }
-        let page = &seg.pages[index];
-        page.in_use.set(true);
-        maybe_purge();
-        Some((NonNull::from(page), area, len, !dirty))
-    })
-}
-
-/// Returns an unused page (no block handed out, none in flight) to its
-/// segment.
-pub(crate) fn page_free(page: &Page) {
-    debug_assert!(page.is_unused());
-    let seg = segment_of_page(page);
-    POOL.lock.with(|| {
-        let index = seg.page_index(page);
-        let bit = 1u64 << index;
-        page.in_use.set(false);
-        page.owner.store(0, Ordering::Relaxed);
-        let was_full = seg.free_pages.get() == 0;
-        seg.free_pages.set(seg.free_pages.get() | bit);
-        seg.dirty_pages.set(seg.dirty_pages.get() | bit);
-        seg.used_pages.set(seg.used_pages.get() - 1);
-        // SAFETY: we hold the pool lock.
-        let partial = unsafe { &mut (*POOL.partial.get())[seg.zone as usize][seg.kind as usize] };
-        let seg_ptr = seg as *const Segment as *mut Segment;
-        if seg.used_pages.get() == 0 {
-            if !was_full {
-                list_remove(partial, seg_ptr);
-            }
-            segment_release(seg_ptr);
-        } else {
-            if was_full {
-                list_push(partial, seg_ptr);
-            }
-            let delay = crate::options::get().purge_delay_ms;
-            let deadline = os::now_ms() + delay;
-            if seg.purge_deadline.get() == u64::MAX || delay == 0 {
-                seg.purge_deadline.set(deadline);
-            }
-            POOL.next_purge.set(POOL.next_purge.get().min(deadline));
-            maybe_purge();
-        }
-    })
-}
-
-/// Decommits free pages whose delay has passed. Pool lock held.
-fn maybe_purge() {
-    let now = os::now_ms();
-    if now < POOL.next_purge.get() {
-        return;
-    }
-    let mut next = u64::MAX;
-    // SAFETY: we hold the pool lock.
-    let lists = unsafe { &*POOL.partial.get() };
-    for head in lists.iter().flatten() {
-        let mut seg = *head;
-        while !seg.is_null() {
-            // SAFETY: segments on partial lists are live.
-            let s = unsafe { &*seg };
-            if s.dirty_pages.get() != 0 {
-                if s.purge_deadline.get() <= now {
-                    purge_dirty_pages(s);
-                } else {
-                    next = next.min(s.purge_deadline.get());
-                }
-            }
-            seg = s.next.get();
-        }
-    }
-    POOL.next_purge.set(next);
-}
-
-fn purge_dirty_pages(seg: &Segment) {
-    let mut dirty = seg.dirty_pages.get();
-    while dirty != 0 {
-        let index = dirty.trailing_zeros() as usize;
-        dirty &= dirty - 1;
-        let (area, len) = seg.page_area(index);
-        // SAFETY: the page is free (in `free_pages`), so nothing lives in its
-        // block area, which is page aligned inside our mapping.
-        if unsafe { os::decommit(area, len) } {
-            os::note_committed(-(len as isize));
-            stats::account(seg.zone, 0, -(len as isize));
-            seg.dirty_pages
-                .set(seg.dirty_pages.get() & !(1u64 << index));
-        }
-    }
-    seg.purge_deadline.set(u64::MAX);
-}
-
-/// A new (or cached) segment for `zone` and `kind`, published in the map,
-/// all pages free. Pool lock held.
-fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
-    let base = take_cached().or_else(|| map_mappable(SEGMENT_SIZE, SEGMENT_SIZE))?;
-    let seg = base.as_ptr().cast::<Segment>();
-    let page_count = match kind {
-        PageKind::Small => MAX_PAGES,
-        PageKind::Medium => SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT,
-        _ => 1,
-    };
-    let first_page = (HEADER_SIZE >> kind.page_shift()).min(page_count - 1);
-    let free_pages = (u64::MAX >> (64 - page_count)) & !((1u64 << first_page) - 1);
-    // SAFETY: `seg` is the start of a mapping we own exclusively; its header
-    // reads as zero beyond the fields written here (fresh, or decommitted
-    // when cached), and all-zero bytes are valid for every header field.
-    unsafe {
-        ptr::addr_of_mut!((*seg).zone).write(zone);
-        ptr::addr_of_mut!((*seg).kind).write(kind);
-        ptr::addr_of_mut!((*seg).page_shift).write(kind.page_shift());
-        ptr::addr_of_mut!((*seg).mapping_size).write(SEGMENT_SIZE);
-        (*seg).free_pages.set(free_pages);
-        (*seg).dirty_pages.set(0);
-        (*seg).purge_deadline.set(u64::MAX);
-        (*seg).used_pages.set(0);
-        (*seg).next.set(ptr::null_mut());
-        (*seg).prev.set(ptr::null_mut());
-    }
-    // Only the header's first OS page counts as committed until pages are
-    // handed out (see `page_alloc`).
-    os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
-    stats::account(zone, SEGMENT_SIZE as isize, OS_PAGE as isize);
-    map::register(map::map(), seg as usize, 1, false);
-    Some(seg)
-}
-
 /// Maps memory that the segment map can describe. The kernel only hands
 /// out addresses above 2^47 (or 2^48) when asked to; should it ever, the
 /// mapping is refused like any other out-of-memory condition rather than
@@ -364,223 +185,10 @@ fn map_mappable(size: usize, align: usize) -> Option<NonNull<u8>> {
     Some(base)
 }
 
-/// Withdraws an empty segment: out of the map, then cached or unmapped.
-/// Pool lock held.
-fn segment_release(seg: *mut Segment) {
-    map::unregister(map::map(), seg as usize, 1);
-    // SAFETY: the segment is still mapped and its header is valid.
-    let s = unsafe { &*seg };
-    let mut dirty = s.dirty_pages.get();
-    let mut dirty_bytes = 0;
-    while dirty != 0 {
-        dirty_bytes += s.page_area(dirty.trailing_zeros() as usize).1;
-        dirty &= dirty - 1;
-    }
-    os::note_committed(-(dirty_bytes as isize));
-    stats::account(
-        s.zone,
-        -(SEGMENT_SIZE as isize),
-        -((OS_PAGE + dirty_bytes) as isize),
-    );
-    // SAFETY: the segment is empty and unpublished; nobody else refers to it.
-    unsafe { cache_or_unmap(seg) };
-}
-
-/// # Safety
-/// `seg` must be an unpublished, empty, `SEGMENT_SIZE` mapping of ours
-/// whose committed accounting is "first OS page + pages in use (none)".
-unsafe fn cache_or_unmap(seg: *mut Segment) {
-    // Decommit everything but the first OS page, whose link keeps it in the
-    // cache; the rest of the header reads as zero when reused.
-    // SAFETY: the range lies inside our mapping and holds nothing live.
-    unsafe { os::decommit((seg as *mut u8).add(OS_PAGE), SEGMENT_SIZE - OS_PAGE) };
-    if POOL.cached.get() < crate::options::get().segment_cache {
-        // SAFETY: the first OS page of the header is still committed.
-        unsafe {
-            ptr::write_bytes(seg as *mut u8, 0, OS_PAGE);
-            (*seg).next.set(POOL.cache.get());
-        }
-        POOL.cache.set(seg);
-        POOL.cached.set(POOL.cached.get() + 1);
-    } else {
-        os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
-        // SAFETY: by the contract the mapping is ours and unused.
-        unsafe { os::unmap(NonNull::new_unchecked(seg.cast()), SEGMENT_SIZE) };
-    }
-}
-
-/// A cached segment, with committed accounting restored to a fresh
-/// segment's. Pool lock held.
-fn take_cached() -> Option<NonNull<u8>> {
-    let seg = POOL.cache.get();
-    if seg.is_null() {
-        return None;
-    }
-    // SAFETY: cached segments are ours, and their first OS page (holding
-    // `next`) is committed.
-    POOL.cache.set(unsafe { (*seg).next.get() });
-    // SAFETY: as above.
-    unsafe { ptr::write_bytes(seg as *mut u8, 0, OS_PAGE) };
-    POOL.cached.set(POOL.cached.get() - 1);
-    os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
-    NonNull::new(seg.cast())
-}
-
-fn list_push(head: &mut *mut Segment, seg: *mut Segment) {
-    // SAFETY: `seg` and the current head are live segments; pool lock held.
-    unsafe {
-        (*seg).prev.set(ptr::null_mut());
-        (*seg).next.set(*head);
-        if !head.is_null() {
-            (**head).prev.set(seg);
-        }
-    }
-    *head = seg;
-}
-
-fn list_remove(head: &mut *mut Segment, seg: *mut Segment) {
-    // SAFETY: `seg` is on the list headed by `head`; pool lock held.
-    unsafe {
-        let (prev, next) = ((*seg).prev.get(), (*seg).next.get());
-        if prev.is_null() {
-            *head = next;
-        } else {
-            (*prev).next.set(next);
-        }
-        if !next.is_null() {
-            (*next).prev.set(prev);
-        }
-        (*seg).next.set(ptr::null_mut());
-        (*seg).prev.set(ptr::null_mut());
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Huge allocations: one mapping each, one page, one block.
-
-/// Offset of a huge block in its mapping for alignment `align`.
-fn huge_offset(align: usize) -> usize {
-    HEADER_SIZE.max(align)
-}
-
-fn huge_mapping_size(offset: usize, size: usize) -> Option<usize> {
-    let total = offset.checked_add(size)?;
-    total.checked_add(SEGMENT_MASK).map(|t| t & !SEGMENT_MASK)
-}
-
-/// Maps a huge block of at least `size` bytes aligned to `align`. Returns
-/// its page (the block starts at `page.area`); the block reads as zero.
-pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNull<Page>> {
-    let offset = huge_offset(align);
-    let mapping = huge_mapping_size(offset, size)?;
-    let base = if mapping == SEGMENT_SIZE && align <= SEGMENT_SIZE {
-        POOL.lock.with(take_cached)
-    } else {
-        None
-    };
-    let base = match base {
-        Some(b) => b,
-        None => map_mappable(mapping, align.max(SEGMENT_SIZE))?,
-    };
-    let seg = base.as_ptr().cast::<Segment>();
-    // SAFETY: `seg` starts a mapping we own exclusively, zero beyond what we
-    // write here; the block lies inside it.
-    unsafe {
-        ptr::addr_of_mut!((*seg).zone).write(zone);
-        ptr::addr_of_mut!((*seg).kind).write(PageKind::Huge);
-        ptr::addr_of_mut!((*seg).page_shift).write(HUGE_PAGE_SHIFT);
-        ptr::addr_of_mut!((*seg).mapping_size).write(mapping);
-        let page = &(*seg).pages[0];
-        page.block_size.set(mapping - offset);
-        page.reserved.set(1);
-        page.capacity.set(1);
-        page.used.set(1);
-        page.in_use.set(true);
-        page.free_is_zero.set(true);
-        page.area.set(base.as_ptr().add(offset));
-    }
-    stats::account(zone, mapping as isize, mapping as isize);
-    map::register(map::map(), seg as usize, mapping >> SEGMENT_SHIFT, true);
-    // SAFETY: the page record lives in the header initialised above.
-    Some(unsafe { NonNull::from(&(*seg).pages[0]) })
-}
-
-/// Releases a huge block's mapping.
-///
-/// # Safety
-/// `page` must be the page of a live huge block that nobody uses any more.
-pub(crate) unsafe fn huge_free(page: &Page) {
-    let seg = segment_of_page(page) as *const Segment as *mut Segment;
-    // SAFETY: the header stays mapped until the unmap below.
-    let (mapping, zone) = unsafe { ((*seg).mapping_size, (*seg).zone) };
-    page.used.set(0);
-    stats::account(zone, -(mapping as isize), -(mapping as isize));
-    map::unregister(map::map(), seg as usize, mapping >> SEGMENT_SHIFT);
-    if mapping == SEGMENT_SIZE {
-        // Count it like an empty regular segment: first OS page committed.
-        os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
-        // SAFETY: the mapping is ours, unpublished and holds nothing live.
-        POOL.lock.with(|| unsafe { cache_or_unmap(seg) });
-    } else {
-        // SAFETY: as above.
-        unsafe { os::unmap(NonNull::new_unchecked(seg.cast()), mapping) };
-    }
-}
-
-/// Resizes a huge block to hold at least `new_size` bytes, in place or by
-/// moving its pages (`mremap`, no copy). Returns the (possibly moved) page,
-/// or `None` with the block untouched.
-///
-/// # Safety
-/// `page` must be the page of a live huge block owned by the caller.
-pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull<Page>> {
-    let seg = segment_of_page(page);
-    let base = seg.base();
-    let offset = page.area.get() as usize - base;
-    let old_mapping = seg.mapping_size;
-    let new_mapping = huge_mapping_size(offset, new_size)?;
-    if new_mapping == old_mapping {
-        return Some(NonNull::from(page));
-    }
-    let align = (offset.max(SEGMENT_SIZE)).next_power_of_two();
-    let zone = seg.zone;
-    map::unregister(map::map(), base, old_mapping >> SEGMENT_SHIFT);
-    // SAFETY: the mapping is ours and the caller owns the block.
-    let moved = unsafe {
-        os::remap(
-            NonNull::new_unchecked(base as *mut u8),
-            old_mapping,
-            new_mapping,
-            align,
-        )
-    };
-    let Some(new_base) = moved else {
-        map::register(map::map(), base, old_mapping >> SEGMENT_SHIFT, true);
-        return None;
-    };
-    let delta = new_mapping as isize - old_mapping as isize;
-    stats::account(zone, delta, delta);
-    let seg = new_base.as_ptr().cast::<Segment>();
-    // SAFETY: the header moved with the mapping and is ours.
-    unsafe {
-        ptr::addr_of_mut!((*seg).mapping_size).write(new_mapping);
-        let page = &(*seg).pages[0];
-        page.block_size.set(new_mapping - offset);
-        page.area.set(new_base.as_ptr().add(offset));
-    }
-    map::register(map::map(), seg as usize, new_mapping >> SEGMENT_SHIFT, true);
-    // SAFETY: as above.
-    Some(unsafe { NonNull::from(&(*seg).pages[0]) })
-}
-
-/// Forgets every lock holder after `fork` (child side, one thread).
-pub(crate) fn reset_after_fork() {
-    POOL.lock.reset_after_fork();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::ptr;
 
     #[test]
     fn pages_of_every_kind_lie_in_their_segment_and_are_aligned() {

@@ -1,0 +1,156 @@
+//! Huge blocks (larger than the largest size class, or aligned beyond what
+//! pages guarantee): one mapping each, with one page and one block.
+//!
+//! A huge mapping is a whole number of segments, aligned to the segment
+//! size (or to the block's alignment if that is larger), with the usual
+//! header in front of the block, and it is registered in the segment map
+//! chunk by chunk, so interior pointers resolve in O(1).
+//!
+//! Growing a huge block moves its pages with `mremap` instead of copying,
+//! and leaves headroom (the mapping doubles, in address space only: pages
+//! that are never touched cost nothing), so a vector that keeps doubling
+//! moves once every other growth. A freed mapping of one segment is
+//! decommitted and cached for reuse; larger ones are unmapped.
+
+use super::{map, map_mappable, pool, segment_of_page, Segment, HEADER_SIZE, HUGE_PAGE_SHIFT};
+use crate::os::{self, OS_PAGE};
+use crate::page::Page;
+use crate::size_class::PageKind;
+use crate::stats;
+use crate::Zone;
+use core::ptr::{self, NonNull};
+use map::{SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE};
+
+/// Offset of a huge block in its mapping for alignment `align`.
+fn block_offset(align: usize) -> usize {
+    HEADER_SIZE.max(align)
+}
+
+/// Mapping size for a block of `size` bytes at `offset`.
+fn mapping_size(offset: usize, size: usize) -> Option<usize> {
+    let total = offset.checked_add(size)?;
+    total.checked_add(SEGMENT_MASK).map(|t| t & !SEGMENT_MASK)
+}
+
+/// Maps a huge block of at least `size` bytes aligned to `align`. Returns
+/// its page (the block starts at `page.area`); the block reads as zero.
+pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNull<Page>> {
+    let offset = block_offset(align);
+    let mapping = mapping_size(offset, size)?;
+    let cached = if mapping == SEGMENT_SIZE && align <= SEGMENT_SIZE {
+        pool::take_cached_for_huge()
+    } else {
+        None
+    };
+    let seg = match cached {
+        Some(seg) => {
+            // A cached segment is committed only in its first OS page.
+            os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
+            seg
+        }
+        None => map_mappable(mapping, align.max(SEGMENT_SIZE))?
+            .as_ptr()
+            .cast::<Segment>(),
+    };
+    // SAFETY: `seg` starts a mapping we own exclusively; the block area
+    // reads as zero (fresh, or decommitted when cached).
+    unsafe {
+        ptr::addr_of_mut!((*seg).zone).write(zone);
+        ptr::addr_of_mut!((*seg).kind).write(PageKind::Huge);
+        ptr::addr_of_mut!((*seg).page_shift).write(HUGE_PAGE_SHIFT);
+        ptr::addr_of_mut!((*seg).mapping_size).write(mapping);
+        let page = &(*seg).pages[0];
+        page.block_size.set(mapping - offset);
+        page.reserved.set(1);
+        page.capacity.set(1);
+        page.used.set(1);
+        page.in_use.set(true);
+        page.free_is_zero.set(true);
+        page.area.set((seg as *mut u8).add(offset));
+    }
+    stats::account(zone, mapping as isize, mapping as isize);
+    map::register(map::map(), seg as usize, mapping >> SEGMENT_SHIFT, true);
+    // SAFETY: the page record lives in the header initialised above.
+    Some(unsafe { NonNull::from(&(*seg).pages[0]) })
+}
+
+/// Releases a huge block's mapping.
+///
+/// # Safety
+/// `page` must be the page of a live huge block that nobody uses any more.
+pub(crate) unsafe fn huge_free(page: &Page) {
+    let seg = segment_of_page(page) as *const Segment as *mut Segment;
+    // SAFETY: the header stays mapped until the unmap below.
+    let (mapping, zone) = unsafe { ((*seg).mapping_size, (*seg).zone) };
+    stats::account(zone, -(mapping as isize), -(mapping as isize));
+    map::unregister(map::map(), seg as usize, mapping >> SEGMENT_SHIFT);
+    if mapping == SEGMENT_SIZE {
+        // SAFETY: the mapping is ours, unpublished, and holds nothing live;
+        // everything past the first OS page is dropped, so the header's page
+        // records and bitmaps read as zero again, and the first page (the
+        // header's fields and first page record) is reset by hand.
+        unsafe {
+            os::decommit((seg as *mut u8).add(OS_PAGE), SEGMENT_SIZE - OS_PAGE);
+            ptr::write_bytes(seg as *mut u8, 0, OS_PAGE);
+            ptr::addr_of_mut!((*seg).kind).write(PageKind::Huge);
+            (*seg).purge_deadline.set(u64::MAX);
+        }
+        os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
+        pool::cache_huge(seg);
+    } else {
+        // SAFETY: as above.
+        unsafe { os::unmap(NonNull::new_unchecked(seg.cast()), mapping) };
+    }
+}
+
+/// Resizes a huge block to hold at least `new_size` bytes, in place or by
+/// moving its pages (`mremap`, no copy); growth leaves headroom (see the
+/// module docs). Returns the (possibly moved) page, or `None` with the
+/// block untouched.
+///
+/// # Safety
+/// `page` must be the page of a live huge block owned by the caller.
+pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull<Page>> {
+    let seg = segment_of_page(page);
+    let base = seg.base();
+    let offset = page.area.get() as usize - base;
+    let old_mapping = seg.mapping_size;
+    let needed = mapping_size(offset, new_size)?;
+    let new_mapping = if needed > old_mapping {
+        mapping_size(offset, new_size.checked_mul(2)?).unwrap_or(needed)
+    } else {
+        needed
+    };
+    if new_mapping == old_mapping {
+        return Some(NonNull::from(page));
+    }
+    let align = offset.max(SEGMENT_SIZE).next_power_of_two();
+    let zone = seg.zone;
+    map::unregister(map::map(), base, old_mapping >> SEGMENT_SHIFT);
+    // SAFETY: the mapping is ours and the caller owns the block.
+    let moved = unsafe {
+        os::remap(
+            NonNull::new_unchecked(base as *mut u8),
+            old_mapping,
+            new_mapping,
+            align,
+        )
+    };
+    let Some(new_base) = moved else {
+        map::register(map::map(), base, old_mapping >> SEGMENT_SHIFT, true);
+        return None;
+    };
+    let delta = new_mapping as isize - old_mapping as isize;
+    stats::account(zone, delta, delta);
+    let seg = new_base.as_ptr().cast::<Segment>();
+    // SAFETY: the header moved with the mapping and is ours.
+    unsafe {
+        ptr::addr_of_mut!((*seg).mapping_size).write(new_mapping);
+        let page = &(*seg).pages[0];
+        page.block_size.set(new_mapping - offset);
+        page.area.set(new_base.as_ptr().add(offset));
+    }
+    map::register(map::map(), seg as usize, new_mapping >> SEGMENT_SHIFT, true);
+    // SAFETY: as above.
+    Some(unsafe { NonNull::from(&(*seg).pages[0]) })
+}

@@ -1,0 +1,413 @@
+//! The segment pool: hands pages out to heaps and takes them back, and
+//! decides when free memory goes back to the OS.
+//!
+//! All of it runs under one global [`SpinLock`]; it is a slow path (once per
+//! page, not per block).
+//!
+//! Free memory that is still committed is *retained*: the pages of partly
+//! used segments that came back (`dirty_pages`), and empty segments kept in
+//! the cache. Retaining spares churn the cost of `madvise` and of faulting
+//! the pages back in, but nothing can wait for a background thread to give
+//! it back later, so retention is bounded twice:
+//!
+//! * by size: at most `ZONAL_RETAIN_MIB` of retained memory; beyond that
+//!   the oldest retained memory (cached segments first) is decommitted at
+//!   once. This bounds resident memory after a burst is freed, however idle
+//!   the program is afterwards;
+//! * by time: retained memory older than `ZONAL_PURGE_DELAY_MS` is
+//!   decommitted on the next pool operation.
+//!
+//! Empty segments leave the segment map at once (a stale pointer into one
+//! is recognised as foreign) and wait in the cache, newest first, up to
+//! `ZONAL_SEGMENT_CACHE` of them; the oldest beyond that is unmapped.
+//!
+//! Invariant: `Pool::retained` is the sum of `Segment::dirty_bytes()` over
+//! partial and cached segments (full segments have no free page).
+
+use super::{
+    map, map_mappable, segment_of_page, Segment, HEADER_SIZE, MAX_PAGES, MEDIUM_PAGE_SHIFT,
+};
+use crate::os::{self, OS_PAGE};
+use crate::page::Page;
+use crate::size_class::PageKind;
+use crate::stats;
+use crate::sync::{Ordering, SpinLock};
+use crate::Zone;
+use core::cell::{Cell, UnsafeCell};
+use core::ptr::{self, NonNull};
+use map::SEGMENT_SIZE;
+
+const KINDS: usize = 3; // small, medium, large
+const ZONES: usize = 4;
+
+struct Pool {
+    lock: SpinLock,
+    /// Per zone and kind: segments with at least one free page.
+    partial: UnsafeCell<[[*mut Segment; KINDS]; ZONES]>,
+    /// Empty segments, newest first, linked through `next`/`prev`.
+    cache_newest: Cell<*mut Segment>,
+    cache_oldest: Cell<*mut Segment>,
+    cached: Cell<usize>,
+    /// Bytes of free memory still committed (see the module docs).
+    retained: Cell<usize>,
+    /// Earliest purge deadline of any segment with dirty pages.
+    next_purge: Cell<u64>,
+}
+
+// SAFETY: every field but `lock` is only accessed with `lock` held.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool {
+    lock: SpinLock::new(),
+    partial: UnsafeCell::new([[ptr::null_mut(); KINDS]; ZONES]),
+    cache_newest: Cell::new(ptr::null_mut()),
+    cache_oldest: Cell::new(ptr::null_mut()),
+    cached: Cell::new(0),
+    retained: Cell::new(0),
+    next_purge: Cell::new(u64::MAX),
+};
+
+/// The lock taken around every pool operation (also by the fork handlers).
+pub(crate) fn pool_lock() -> &'static SpinLock {
+    &POOL.lock
+}
+
+/// Forgets the lock holder after `fork` (child side, one thread).
+pub(crate) fn reset_after_fork() {
+    POOL.lock.reset_after_fork();
+}
+
+fn partial_list(zone: Zone, kind: PageKind) -> &'static mut *mut Segment {
+    // SAFETY: callers hold the pool lock, which serialises all access.
+    unsafe { &mut (*POOL.partial.get())[zone as usize][kind as usize] }
+}
+
+/// A page from a segment of `zone` and `kind`, marked in use: the page
+/// record, its block area and length, and whether that area reads as zero.
+/// `None` when the OS refuses memory.
+pub(crate) fn page_alloc(
+    zone: Zone,
+    kind: PageKind,
+) -> Option<(NonNull<Page>, *mut u8, usize, bool)> {
+    debug_assert!(kind != PageKind::Huge);
+    POOL.lock.with(|| {
+        let partial = partial_list(zone, kind);
+        if partial.is_null() {
+            let seg = segment_acquire(zone, kind)?;
+            list_push(partial, seg);
+        }
+        // SAFETY: segments on a partial list are live and have a free page.
+        let seg = unsafe { &**partial };
+        let free = seg.free_pages.get();
+        let index = free.trailing_zeros() as usize;
+        let bit = 1u64 << index;
+        seg.free_pages.set(free & !bit);
+        seg.used_pages.set(seg.used_pages.get() + 1);
+        if free & !bit == 0 {
+            list_remove(partial, seg as *const Segment as *mut Segment);
+        }
+        let (area, len) = seg.page_area(index);
+        let dirty = seg.dirty_pages.get() & bit != 0;
+        if dirty {
+            seg.dirty_pages.set(seg.dirty_pages.get() & !bit);
+            POOL.retained.set(POOL.retained.get() - len);
+        } else {
+            os::note_committed(len as isize);
+            stats::account(zone, 0, len as isize);
+        }
+        let page = &seg.pages[index];
+        page.in_use.set(true);
+        purge_expired();
+        Some((NonNull::from(page), area, len, !dirty))
+    })
+}
+
+/// Returns an unused page (no block handed out, none in flight) to its
+/// segment; an emptied segment goes to the cache.
+pub(crate) fn page_free(page: &Page) {
+    debug_assert!(page.is_unused());
+    let seg = segment_of_page(page);
+    let seg_ptr = seg as *const Segment as *mut Segment;
+    POOL.lock.with(|| {
+        let index = seg.page_index(page);
+        let bit = 1u64 << index;
+        page.in_use.set(false);
+        page.owner.store(0, Ordering::Relaxed);
+        let was_full = seg.free_pages.get() == 0;
+        seg.free_pages.set(seg.free_pages.get() | bit);
+        seg.dirty_pages.set(seg.dirty_pages.get() | bit);
+        seg.used_pages.set(seg.used_pages.get() - 1);
+        POOL.retained
+            .set(POOL.retained.get() + seg.page_area(index).1);
+        set_deadline(seg);
+        let partial = partial_list(seg.zone, seg.kind);
+        if seg.used_pages.get() == 0 {
+            if !was_full {
+                list_remove(partial, seg_ptr);
+            }
+            segment_release(seg_ptr);
+        } else if was_full {
+            list_push(partial, seg_ptr);
+        }
+        enforce_retention();
+        purge_expired();
+    })
+}
+
+fn set_deadline(seg: &Segment) {
+    let delay = crate::options::get().purge_delay_ms;
+    let deadline = os::now_ms().saturating_add(delay);
+    if seg.purge_deadline.get() == u64::MAX || delay == 0 {
+        seg.purge_deadline.set(deadline);
+    }
+    POOL.next_purge.set(POOL.next_purge.get().min(deadline));
+}
+
+/// Decommits the dirty pages of `seg`.
+fn purge(seg: &Segment) {
+    let mut dirty = seg.dirty_pages.get();
+    while dirty != 0 {
+        let index = dirty.trailing_zeros() as usize;
+        dirty &= dirty - 1;
+        let (area, len) = seg.page_area(index);
+        // SAFETY: the page is free, so nothing lives in its block area, which
+        // is page aligned inside our mapping.
+        if unsafe { os::decommit(area, len) } {
+            os::note_committed(-(len as isize));
+            if let Some(zone) = published_zone(seg) {
+                stats::account(zone, 0, -(len as isize));
+            }
+            seg.dirty_pages
+                .set(seg.dirty_pages.get() & !(1u64 << index));
+            POOL.retained.set(POOL.retained.get() - len);
+        }
+    }
+    seg.purge_deadline.set(u64::MAX);
+}
+
+/// The zone a segment's memory counts for: its own while it is published,
+/// none while it is cached.
+fn published_zone(seg: &Segment) -> Option<Zone> {
+    (map::entry(map::map(), seg.base()) == map::SEGMENT).then_some(seg.zone)
+}
+
+/// Calls `f` on every partial and cached segment.
+fn for_each_retaining(mut f: impl FnMut(&Segment)) {
+    // SAFETY: pool lock held.
+    let lists = unsafe { &*POOL.partial.get() };
+    for head in lists
+        .iter()
+        .flatten()
+        .copied()
+        .chain([POOL.cache_newest.get()])
+    {
+        let mut seg = head;
+        while let Some(s) = NonNull::new(seg) {
+            // SAFETY: listed segments are live.
+            let s = unsafe { s.as_ref() };
+            seg = s.next.get();
+            f(s);
+        }
+    }
+}
+
+/// Decommits retained memory whose delay has passed.
+fn purge_expired() {
+    let now = os::now_ms();
+    if now < POOL.next_purge.get() {
+        return;
+    }
+    let mut next = u64::MAX;
+    for_each_retaining(|seg| {
+        if seg.dirty_pages.get() != 0 {
+            if seg.purge_deadline.get() <= now {
+                purge(seg);
+            } else {
+                next = next.min(seg.purge_deadline.get());
+            }
+        }
+    });
+    POOL.next_purge.set(next);
+}
+
+/// Decommits retained memory, oldest cached segments first, until at most
+/// `ZONAL_RETAIN_MIB` is retained.
+fn enforce_retention() {
+    let budget = crate::options::get().retain_bytes;
+    let mut seg = POOL.cache_oldest.get();
+    while POOL.retained.get() > budget {
+        let Some(s) = NonNull::new(seg) else { break };
+        // SAFETY: cached segments are live.
+        let s = unsafe { s.as_ref() };
+        purge(s);
+        seg = s.prev.get();
+    }
+    if POOL.retained.get() > budget {
+        for_each_retaining(|seg| {
+            if POOL.retained.get() > budget {
+                purge(seg);
+            }
+        });
+    }
+}
+
+/// A segment for `zone` and `kind` with all pages free, published in the
+/// map: from the cache (its retained pages stay committed when the kind
+/// matches) or fresh from the OS.
+fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
+    let seg = match take_cached(Some(kind)) {
+        Some(seg) => seg,
+        None => {
+            let base = map_mappable(SEGMENT_SIZE, SEGMENT_SIZE)?;
+            // Only the header's first OS page counts as committed until
+            // pages are handed out (see `page_alloc`).
+            os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
+            base.as_ptr().cast::<Segment>()
+        }
+    };
+    init_header(seg, zone, kind);
+    stats::account(
+        zone,
+        SEGMENT_SIZE as isize,
+        (OS_PAGE + unsafe_ref(seg).dirty_bytes()) as isize,
+    );
+    map::register(map::map(), seg as usize, 1, false);
+    Some(seg)
+}
+
+fn unsafe_ref<'a>(seg: *mut Segment) -> &'a Segment {
+    // SAFETY: callers pass segments they hold (pool lock, not yet published
+    // or just withdrawn), whose headers are mapped.
+    unsafe { &*seg }
+}
+
+/// Writes the header fields of a segment about to be published. Its page
+/// records are unused (fresh memory reads as zero; a reused segment's pages
+/// all came back) and its bitmaps are clear.
+fn init_header(seg: *mut Segment, zone: Zone, kind: PageKind) {
+    let page_count = match kind {
+        PageKind::Small => MAX_PAGES,
+        PageKind::Medium => SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT,
+        _ => 1,
+    };
+    let first_page = (HEADER_SIZE >> kind.page_shift()).min(page_count - 1);
+    let free_pages = (u64::MAX >> (64 - page_count)) & !((1u64 << first_page) - 1);
+    // SAFETY: the segment is ours and unpublished (see `unsafe_ref`).
+    unsafe {
+        ptr::addr_of_mut!((*seg).zone).write(zone);
+        ptr::addr_of_mut!((*seg).kind).write(kind);
+        ptr::addr_of_mut!((*seg).page_shift).write(kind.page_shift());
+        ptr::addr_of_mut!((*seg).mapping_size).write(SEGMENT_SIZE);
+        (*seg).free_pages.set(free_pages);
+        (*seg).used_pages.set(0);
+        (*seg).next.set(ptr::null_mut());
+        (*seg).prev.set(ptr::null_mut());
+    }
+}
+
+/// Withdraws an emptied segment from the map and caches it, retained pages
+/// and all. Pool lock held.
+fn segment_release(seg: *mut Segment) {
+    map::unregister(map::map(), seg as usize, 1);
+    let s = unsafe_ref(seg);
+    stats::account(
+        s.zone,
+        -(SEGMENT_SIZE as isize),
+        -((OS_PAGE + s.dirty_bytes()) as isize),
+    );
+    cache_push(seg);
+}
+
+/// Puts an empty, unpublished segment into the cache, unmapping the oldest
+/// cached segment if the cache is full. Pool lock held.
+pub(super) fn cache_push(seg: *mut Segment) {
+    let s = unsafe_ref(seg);
+    s.prev.set(ptr::null_mut());
+    s.next.set(POOL.cache_newest.get());
+    match NonNull::new(POOL.cache_newest.get()) {
+        // SAFETY: cached segments are live.
+        Some(newest) => unsafe { newest.as_ref() }.prev.set(seg),
+        None => POOL.cache_oldest.set(seg),
+    }
+    POOL.cache_newest.set(seg);
+    POOL.cached.set(POOL.cached.get() + 1);
+    while POOL.cached.get() > crate::options::get().segment_cache {
+        let oldest = POOL.cache_oldest.get();
+        cache_remove(oldest);
+        purge(unsafe_ref(oldest));
+        os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
+        // SAFETY: the segment is ours, empty and unpublished; its retained
+        // memory was just accounted for by `purge`.
+        unsafe { os::unmap(NonNull::new_unchecked(oldest.cast()), SEGMENT_SIZE) };
+    }
+}
+
+fn cache_remove(seg: *mut Segment) {
+    let s = unsafe_ref(seg);
+    let (prev, next) = (s.prev.get(), s.next.get());
+    match NonNull::new(prev) {
+        // SAFETY: cached segments are live.
+        Some(p) => unsafe { p.as_ref() }.next.set(next),
+        None => POOL.cache_newest.set(next),
+    }
+    match NonNull::new(next) {
+        // SAFETY: as above.
+        Some(n) => unsafe { n.as_ref() }.prev.set(prev),
+        None => POOL.cache_oldest.set(prev),
+    }
+    s.next.set(ptr::null_mut());
+    s.prev.set(ptr::null_mut());
+    POOL.cached.set(POOL.cached.get() - 1);
+}
+
+/// Takes the newest cached segment. Its retained pages stay committed only
+/// if it is reused for the same page kind (the dirty mask speaks of its old
+/// page layout); otherwise they are decommitted first. Pool lock held.
+pub(super) fn take_cached(kind: Option<PageKind>) -> Option<*mut Segment> {
+    let seg = NonNull::new(POOL.cache_newest.get())?.as_ptr();
+    cache_remove(seg);
+    let s = unsafe_ref(seg);
+    if Some(s.kind) != kind {
+        purge(s);
+    }
+    Some(seg)
+}
+
+/// Takes a cached segment for a huge block (which must read as zero) with
+/// the pool lock.
+pub(super) fn take_cached_for_huge() -> Option<*mut Segment> {
+    POOL.lock.with(|| take_cached(None))
+}
+
+/// Caches the segment-sized mapping of a freed huge block (decommitted: its
+/// contents are unknown) with the pool lock.
+pub(super) fn cache_huge(seg: *mut Segment) {
+    POOL.lock.with(|| cache_push(seg));
+}
+
+fn list_push(head: &mut *mut Segment, seg: *mut Segment) {
+    let s = unsafe_ref(seg);
+    s.prev.set(ptr::null_mut());
+    s.next.set(*head);
+    if let Some(first) = NonNull::new(*head) {
+        // SAFETY: listed segments are live; pool lock held.
+        unsafe { first.as_ref() }.prev.set(seg);
+    }
+    *head = seg;
+}
+
+fn list_remove(head: &mut *mut Segment, seg: *mut Segment) {
+    let s = unsafe_ref(seg);
+    let (prev, next) = (s.prev.get(), s.next.get());
+    match NonNull::new(prev) {
+        // SAFETY: listed segments are live; pool lock held.
+        Some(p) => unsafe { p.as_ref() }.next.set(next),
+        None => *head = next,
+    }
+    if let Some(n) = NonNull::new(next) {
+        // SAFETY: as above.
+        unsafe { n.as_ref() }.prev.set(prev);
+    }
+    s.next.set(ptr::null_mut());
+    s.prev.set(ptr::null_mut());
+}
