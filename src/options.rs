@@ -8,7 +8,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `ZONAL_SHOW_STATS` | `0` | `1`: print the statistics table to stderr at exit |
-//! | `ZONAL_PURGE_DELAY_MS` | `10` | how long a free page stays committed before it is decommitted; `0` decommits at once |
+//! | `ZONAL_PURGE_DELAY_MS` | `1000` | how long a free page stays committed before it is decommitted; `0` decommits at once |
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
 //! | `ZONAL_RETAIN_MIB` | `32` | free memory kept committed (for reuse without page faults) before the oldest is decommitted at once |
 
@@ -19,7 +19,7 @@ const READING: u8 = 1;
 const READ: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(UNREAD);
-static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(10);
+static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(1000);
 static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 static RETAIN_MIB: AtomicU64 = AtomicU64::new(32);
 
