@@ -10,6 +10,7 @@
 //! | `ZONAL_SHOW_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `ZONAL_PURGE_DELAY_MS` | `1000` | how long a free page stays committed before it is decommitted; `0` decommits at once |
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
+//! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on segments and huge blocks; `0` keeps 4 KiB pages |
 //! | `ZONAL_RETAIN_MIB` | `32` | free memory kept committed (for reuse without page faults) before the oldest is decommitted at once |
 
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
@@ -22,6 +23,7 @@ static STATE: AtomicU8 = AtomicU8::new(UNREAD);
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(1000);
 static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 static RETAIN_MIB: AtomicU64 = AtomicU64::new(32);
+static HUGE_OS_PAGES: AtomicU64 = AtomicU64::new(1);
 
 /// Parsed option values.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +31,7 @@ pub(crate) struct Options {
     pub purge_delay_ms: u64,
     pub segment_cache: usize,
     pub retain_bytes: usize,
+    pub huge_os_pages: bool,
 }
 
 /// Returns the options, reading the environment on first use.
@@ -40,6 +43,7 @@ pub(crate) fn get() -> Options {
         purge_delay_ms: PURGE_DELAY_MS.load(Ordering::Relaxed),
         segment_cache: SEGMENT_CACHE.load(Ordering::Relaxed) as usize,
         retain_bytes: (RETAIN_MIB.load(Ordering::Relaxed) as usize) << 20,
+        huge_os_pages: HUGE_OS_PAGES.load(Ordering::Relaxed) != 0,
     }
 }
 
@@ -60,6 +64,9 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_SEGMENT_CACHE") {
         SEGMENT_CACHE.store(v.min(4096), Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_HUGE_OS_PAGES") {
+        HUGE_OS_PAGES.store(v, Ordering::Relaxed);
     }
     if let Some(v) = read_u64(c"ZONAL_RETAIN_MIB") {
         RETAIN_MIB.store(v.min(1 << 20), Ordering::Relaxed);

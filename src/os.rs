@@ -66,6 +66,23 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     NonNull::new(aligned as *mut u8)
 }
 
+/// Asks the kernel to back `[base, base + size)` with transparent huge pages
+/// (2 MiB: one page fault instead of 512) or, with `huge == false`, not to.
+/// Only advice: failure (a kernel without THP) changes nothing.
+///
+/// # Safety
+/// The range must lie inside a zonal mapping.
+pub(crate) unsafe fn advise_huge_pages(base: *mut u8, size: usize, huge: bool) {
+    let advice = if huge {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: by the contract the range is ours; advice does not change
+    // contents.
+    unsafe { libc::madvise(base.cast(), size, advice) };
+}
+
 fn map_raw(size: usize) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping at a kernel-chosen address does
     // not alias any existing memory.

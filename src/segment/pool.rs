@@ -38,6 +38,8 @@ use core::ptr::{self, NonNull};
 use map::SEGMENT_SIZE;
 
 const KINDS: usize = 3; // small, medium, large
+/// Freed huge mappings kept for reuse.
+const HUGE_CACHE: usize = 4;
 const ZONES: usize = 4;
 
 struct Pool {
@@ -48,6 +50,9 @@ struct Pool {
     cache_newest: Cell<*mut Segment>,
     cache_oldest: Cell<*mut Segment>,
     cached: Cell<usize>,
+    /// Mappings of freed huge blocks kept committed for reuse, oldest first
+    /// (null slots are empty).
+    huge_cache: [Cell<*mut Segment>; HUGE_CACHE],
     /// Bytes of free memory still committed (see the module docs).
     retained: Cell<usize>,
     /// Earliest purge deadline of any segment with dirty pages.
@@ -63,6 +68,7 @@ static POOL: Pool = Pool {
     cache_newest: Cell::new(ptr::null_mut()),
     cache_oldest: Cell::new(ptr::null_mut()),
     cached: Cell::new(0),
+    huge_cache: [const { Cell::new(ptr::null_mut()) }; HUGE_CACHE],
     retained: Cell::new(0),
     next_purge: Cell::new(u64::MAX),
 };
@@ -230,10 +236,18 @@ fn purge_expired() {
     POOL.next_purge.set(next);
 }
 
-/// Decommits retained memory, oldest cached segments first, until at most
-/// `ZONAL_RETAIN_MIB` is retained.
+/// Decommits retained memory, cached huge mappings first, then the oldest
+/// cached segments, until at most `ZONAL_RETAIN_MIB` is retained.
 fn enforce_retention() {
     let budget = crate::options::get().retain_bytes;
+    for slot in &POOL.huge_cache {
+        if POOL.retained.get() <= budget {
+            return;
+        }
+        if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
+            unmap_cached_huge(seg.as_ptr());
+        }
+    }
     let mut seg = POOL.cache_oldest.get();
     while POOL.retained.get() > budget {
         let Some(s) = NonNull::new(seg) else { break };
@@ -265,6 +279,7 @@ fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
             base.as_ptr().cast::<Segment>()
         }
     };
+    advise_no_huge_pages(seg);
     init_header(seg, zone, kind);
     stats::account(
         zone,
@@ -279,6 +294,18 @@ fn unsafe_ref<'a>(seg: *mut Segment) -> &'a Segment {
     // SAFETY: callers pass segments they hold (pool lock, not yet published
     // or just withdrawn), whose headers are mapped.
     unsafe { &*seg }
+}
+
+/// Segments get no transparent huge pages: a few live blocks would pin
+/// whole 2 MiB pages, and a remote free that returns a big block's memory
+/// (see `free`) would only split them. Said explicitly on every acquisition,
+/// because a cached segment may have backed a huge block (which does use
+/// them) before.
+fn advise_no_huge_pages(seg: *mut Segment) {
+    if crate::options::get().huge_os_pages {
+        // SAFETY: the segment is our mapping of SEGMENT_SIZE bytes.
+        unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, false) };
+    }
 }
 
 /// Writes the header fields of a segment about to be published. Its page
@@ -383,6 +410,56 @@ pub(super) fn take_cached_for_huge() -> Option<*mut Segment> {
 /// contents are unknown) with the pool lock.
 pub(super) fn cache_huge(seg: *mut Segment) {
     POOL.lock.with(|| cache_push(seg));
+}
+
+/// Keeps the mapping of a freed huge block (unpublished, its accounting
+/// already withdrawn from its zone) committed for reuse, or unmaps it when
+/// it would take more than half of the retention budget.
+pub(super) fn cache_huge_mapping(seg: *mut Segment) {
+    let mapping = unsafe_ref(seg).mapping_size;
+    POOL.lock.with(|| {
+        if mapping > crate::options::get().retain_bytes / 2 {
+            unmap_huge(seg);
+            return;
+        }
+        let oldest = POOL.huge_cache[0].replace(ptr::null_mut());
+        for i in 1..HUGE_CACHE {
+            POOL.huge_cache[i - 1].set(POOL.huge_cache[i].get());
+        }
+        POOL.huge_cache[HUGE_CACHE - 1].set(seg);
+        POOL.retained.set(POOL.retained.get() + mapping);
+        if let Some(oldest) = NonNull::new(oldest) {
+            unmap_cached_huge(oldest.as_ptr());
+        }
+        enforce_retention();
+    })
+}
+
+/// Takes a cached huge mapping of at least `mapping` bytes (and at most
+/// twice that, so reuse does not waste much), or `None`.
+pub(super) fn take_huge_mapping(mapping: usize) -> Option<*mut Segment> {
+    POOL.lock.with(|| {
+        let slot = POOL.huge_cache.iter().rev().find(|slot| {
+            let seg = slot.get();
+            !seg.is_null() && (mapping..=2 * mapping).contains(&unsafe_ref(seg).mapping_size)
+        })?;
+        let seg = slot.replace(ptr::null_mut());
+        POOL.retained
+            .set(POOL.retained.get() - unsafe_ref(seg).mapping_size);
+        Some(seg)
+    })
+}
+
+fn unmap_cached_huge(seg: *mut Segment) {
+    POOL.retained
+        .set(POOL.retained.get() - unsafe_ref(seg).mapping_size);
+    unmap_huge(seg);
+}
+
+fn unmap_huge(seg: *mut Segment) {
+    let mapping = unsafe_ref(seg).mapping_size;
+    // SAFETY: the mapping is ours, unpublished, and holds nothing live.
+    unsafe { os::unmap(NonNull::new_unchecked(seg.cast()), mapping) };
 }
 
 fn list_push(head: &mut *mut Segment, seg: *mut Segment) {
