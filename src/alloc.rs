@@ -114,6 +114,13 @@ pub(crate) fn alloc_zeroed(zone: Zone, size: usize, align: usize) -> *mut u8 {
     if block.is_null() {
         return block;
     }
+    if current_heap().is_dead() {
+        // The page may already belong to another thread (see `alloc_slow`):
+        // its flags are not ours to read.
+        // SAFETY: the block is ours and at least `size` bytes long.
+        unsafe { ptr::write_bytes(block, 0, size) };
+        return block;
+    }
     let page = page_of_live_block(block as usize);
     // `free_is_zero` still describes the list the block came from: only the
     // owner's slow path clears it, and we are the owner.

@@ -7,6 +7,8 @@
 //! the registry with their counters folded into the retired totals; their
 //! pages stay owned by those heaps (they may have been mid-update when the
 //! fork happened, so touching them is not safe) and are leaked in the child.
+//! A new fork generation in the page owner ids keeps new threads of the
+//! child from mistaking those pages for their own (see `heap::heap_id`).
 //!
 //! Per-thread heaps never hold a global lock across user code, and no lock
 //! is held while calling `fork` from inside zonal, so taking the locks here
@@ -43,5 +45,5 @@ extern "C" fn child() {
     crate::segment::reset_after_fork();
     heap::ABANDONED.lock().reset_after_fork();
     heap::registry_lock().reset_after_fork();
-    heap::forget_other_threads();
+    heap::after_fork_in_child();
 }

@@ -63,9 +63,19 @@ fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, live: bool,
     // SAFETY: the block is live (its bit is set) and the caller gave it up.
     if unsafe { thread_free::push(&page.thread_free, block) } == Pushed::MustNotify {
         // SAFETY: our push put the page in the `Delaying` state, which keeps
-        // its owner's heap alive until `end_notify`; the block is ours to
-        // hand over.
-        unsafe { Heap::from_id(page.owner.load(Ordering::Relaxed)).push_delayed(block) };
+        // its owner's heap alive until `end_notify`.
+        match unsafe { Heap::from_id(page.owner.load(Ordering::Relaxed)) } {
+            // SAFETY: the block is ours to hand over.
+            Some(owner) => unsafe { owner.push_delayed(block) },
+            None => {
+                // The owner was a thread of the parent before a fork: link
+                // the block like any remote free (the page is leaked here).
+                thread_free::end_notify(&page.thread_free);
+                // SAFETY: as for the push above.
+                unsafe { thread_free::push(&page.thread_free, block) };
+                return;
+            }
+        }
         thread_free::end_notify(&page.thread_free);
     }
 }

@@ -7,7 +7,7 @@
 //! taking a fresh page from a segment, so memory of exited threads is
 //! reused instead of leaked.
 //!
-//! The pool is a set of intrusive LIFO lists (one per zone and bin) behind
+//! The pool is a set of intrusive FIFO lists (one per zone and bin) behind
 //! one lock: adoption is a slow path (once per page), and a lock makes the
 //! hand-over of a page's owner-private fields trivially ordered (the
 //! abandoner's writes happen before the unlock, the adopter's reads after
@@ -29,6 +29,9 @@ pub trait Linked {
 pub struct AbandonedPool<N, const LISTS: usize> {
     lock: SpinLock,
     heads: UnsafeCell<[*mut N; LISTS]>,
+    /// Last node of each list (nodes are appended, so a node taken and given
+    /// back goes behind the others: reclamation sees every node in turn).
+    tails: UnsafeCell<[*mut N; LISTS]>,
     /// Nodes in the pool; read without the lock to skip empty pools quickly.
     len: AtomicUsize,
     /// Where `pop_any` starts looking, so reclamation visits every list.
@@ -45,6 +48,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
         AbandonedPool {
             lock: SpinLock::new(),
             heads: UnsafeCell::new([ptr::null_mut(); LISTS]),
+            tails: UnsafeCell::new([ptr::null_mut(); LISTS]),
             len: AtomicUsize::new(0),
             cursor: Cell::new(0),
         }
@@ -55,23 +59,29 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
         AbandonedPool {
             lock: SpinLock::new(),
             heads: UnsafeCell::new([ptr::null_mut(); LISTS]),
+            tails: UnsafeCell::new([ptr::null_mut(); LISTS]),
             len: AtomicUsize::new(0),
             cursor: Cell::new(0),
         }
     }
 
-    /// Gives up `node` to list `list`.
+    /// Gives up `node` to list `list` (at its end).
     ///
     /// # Safety
     /// The caller must own `node` (no other thread may use its owner-private
     /// state) and `node` must stay valid while it is in the pool.
     pub unsafe fn push(&self, list: usize, node: *mut N) {
         self.lock.with(|| {
-            // SAFETY: lock held; the caller owns `node`.
+            // SAFETY: lock held; the caller owns `node`; the tail, if any,
+            // is a valid node in the pool.
             unsafe {
-                let heads = &mut *self.heads.get();
-                (*node).pool_link().set(heads[list]);
-                heads[list] = node;
+                let (heads, tails) = (&mut *self.heads.get(), &mut *self.tails.get());
+                (*node).pool_link().set(ptr::null_mut());
+                match tails[list].is_null() {
+                    true => heads[list] = node,
+                    false => (*tails[list]).pool_link().set(node),
+                }
+                tails[list] = node;
             }
             self.len.fetch_add(1, Ordering::Relaxed);
         })
@@ -84,8 +94,7 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
         }
         self.lock.with(|| {
             // SAFETY: lock held.
-            let heads = unsafe { &mut *self.heads.get() };
-            self.take_head(&mut heads[list])
+            self.take_head(list)
         })
     }
 
@@ -96,12 +105,10 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
             return None;
         }
         self.lock.with(|| {
-            // SAFETY: lock held.
-            let heads = unsafe { &mut *self.heads.get() };
             let start = self.cursor.get();
             for step in 0..LISTS {
                 let list = (start + step) % LISTS;
-                if let Some(node) = self.take_head(&mut heads[list]) {
+                if let Some(node) = self.take_head(list) {
                     self.cursor.set((list + 1) % LISTS);
                     return Some((list, node));
                 }
@@ -110,13 +117,19 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
         })
     }
 
-    fn take_head(&self, head: &mut *mut N) -> Option<*mut N> {
-        let node = *head;
+    /// Unlinks the first node of `list`. Lock held.
+    fn take_head(&self, list: usize) -> Option<*mut N> {
+        // SAFETY: the caller holds the lock.
+        let (heads, tails) = unsafe { (&mut *self.heads.get(), &mut *self.tails.get()) };
+        let node = heads[list];
         if node.is_null() {
             return None;
         }
         // SAFETY: nodes in the pool are valid (push's contract).
-        *head = unsafe { (*node).pool_link().get() };
+        heads[list] = unsafe { (*node).pool_link().get() };
+        if heads[list].is_null() {
+            tails[list] = ptr::null_mut();
+        }
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(node)
     }

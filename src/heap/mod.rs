@@ -132,6 +132,8 @@ pub(crate) struct Heap {
     emptied_next: Cell<usize>,
     emptied_large_next: Cell<usize>,
     state: Cell<u8>,
+    /// See [`Heap::id`].
+    id: Cell<usize>,
     /// Links in the registry of live heaps (registry lock).
     prev: Cell<*mut Heap>,
     next: Cell<*mut Heap>,
@@ -158,6 +160,21 @@ impl Drop for ExitGuard {
 #[inline(always)]
 pub(crate) fn current() -> *const Heap {
     HEAP.with(|heap| heap as *const Heap)
+}
+
+/// Page owner ids carry the process's fork generation above the address
+/// bits, so a page owned by a thread of the parent is never taken for a
+/// page of a child's thread whose heap happens to sit at the same address.
+const FORK_GEN_SHIFT: u32 = 48;
+static FORK_GENERATION: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+
+fn fork_generation() -> usize {
+    FORK_GENERATION.load(crate::sync::Ordering::Relaxed) & 0xffff
+}
+
+/// The owner id of `heap` in the current fork generation.
+fn heap_id(heap: &Heap) -> usize {
+    heap as *const Heap as usize | fork_generation() << FORK_GEN_SHIFT
 }
 
 /// Registry of live heaps, for statistics (and the collector's thread list).
@@ -200,15 +217,18 @@ impl Heap {
             emptied_next: Cell::new(0),
             emptied_large_next: Cell::new(0),
             state: Cell::new(NEW),
+            id: Cell::new(1),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
         }
     }
 
-    /// The id written into `Page::owner` (never 0): the heap's address.
+    /// The id written into `Page::owner`: the heap's address tagged with
+    /// the fork generation (see [`heap_id`]); 1 until the heap is activated,
+    /// which no page ever names.
     #[inline(always)]
     pub(crate) fn id(&self) -> usize {
-        self as *const Heap as usize
+        self.id.get()
     }
 
     #[inline(always)]
@@ -216,14 +236,17 @@ impl Heap {
         &self.zones[zone as usize]
     }
 
-    /// The heap whose id is `id`, for a thread that must notify it.
+    /// The heap named by a page's owner id, if that heap can still exist:
+    /// after a fork, ids of the parent's other threads name heaps that are
+    /// gone (their memory may even be another thread's now).
     ///
     /// # Safety
     /// `id` must be the owner of a page that is in the `Delaying` state,
     /// set by the caller (which keeps the owner's thread from exiting).
-    pub(crate) unsafe fn from_id<'a>(id: usize) -> &'a Heap {
-        // SAFETY: by the contract, the heap is alive.
-        unsafe { &*(id as *const Heap) }
+    pub(crate) unsafe fn from_id<'a>(id: usize) -> Option<&'a Heap> {
+        (id >> FORK_GEN_SHIFT == fork_generation())
+            // SAFETY: by the contract, a heap of this generation is alive.
+            .then(|| unsafe { &*((id & ((1 << FORK_GEN_SHIFT) - 1)) as *const Heap) })
     }
 
     /// Hands a block freed into one of this heap's full pages to its owner.
@@ -310,6 +333,7 @@ impl Heap {
             return;
         }
         self.state.set(ACTIVATING);
+        self.id.set(heap_id(self));
         crate::options::get();
         crate::fork::install_handlers();
         REGISTRY.lock.with(|| {
@@ -355,7 +379,11 @@ impl Heap {
                     unsafe { next.as_ref().prev.set(prev) };
                 }
                 for zone in PAGE_BACKED {
-                    stats::retire_counters(zone, &self.zone(zone).counters);
+                    let counters = &self.zone(zone).counters;
+                    stats::retire_counters(zone, counters);
+                    // Later counts (from other TLS destructors) are folded
+                    // in one by one (see `count`).
+                    counters.reset();
                 }
             });
         }
@@ -363,11 +391,14 @@ impl Heap {
     }
 }
 
-/// In a forked child: drops every heap but the calling thread's from the
-/// registry (their threads do not exist here), keeping their counts. Their
-/// pages stay theirs and are leaked: those heaps may have been mid-update
-/// when the fork happened.
-pub(crate) fn forget_other_threads() {
+/// In a forked child (one thread, every lock reset): starts a new fork
+/// generation, so pages of the parent's other threads (which do not exist
+/// here) are never mistaken for pages of new threads; re-tags the calling
+/// thread's own pages with its new id; and drops the other heaps from the
+/// registry, keeping their counts. Their pages stay theirs and are leaked:
+/// those heaps may have been mid-update when the fork happened.
+pub(crate) fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, crate::sync::Ordering::Relaxed);
     let me = current();
     let mut heap = REGISTRY.first.get();
     while !heap.is_null() {
@@ -384,8 +415,9 @@ pub(crate) fn forget_other_threads() {
     }
     // SAFETY: the current thread's heap is valid.
     let me_ref = unsafe { &*me };
-    pages::end_notifications_after_fork(me_ref);
     if me_ref.state.get() == ACTIVE {
+        me_ref.id.set(heap_id(me_ref));
+        pages::after_fork_in_child(me_ref);
         me_ref.prev.set(ptr::null_mut());
         me_ref.next.set(ptr::null_mut());
         REGISTRY.first.set(me as *mut Heap);

@@ -68,6 +68,13 @@ fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
     page.in_full.set(true);
     zone_heap.full.push_front(page);
     thread_free::set_state(&page.thread_free, State::UseDelayed, false);
+    // A remote free that landed after the caller's last collect but before
+    // the state change was linked without notifying us: look once more, or
+    // the page could sit in the full list with free blocks for good.
+    if thread_free::has_blocks(&page.thread_free) {
+        page.collect(clear_alloc_bit);
+        unfull(zone_heap, page);
+    }
 }
 
 fn unfull(zone_heap: &ZoneHeap, page: &Page) {
@@ -273,19 +280,22 @@ pub(crate) fn give_up_all(heap: &Heap) {
     }
 }
 
-/// In a forked child: a thread that was notifying this heap when the
-/// process forked does not exist here, so pages it left `Delaying` would
-/// block the owner forever. They become `Normal` (the block it was handing
-/// over is lost to the child).
-pub(crate) fn end_notifications_after_fork(heap: &Heap) {
-    let reset = |page: &Page| thread_free::reset_after_fork(&page.thread_free);
+/// In a forked child, for the forking thread's heap: its pages take its new
+/// owner id, and notifications that threads of the parent had under way
+/// (they do not exist here) are ended, or the owner would wait for them
+/// forever; the blocks they were handing over are lost to the child.
+pub(crate) fn after_fork_in_child(heap: &Heap) {
+    let retag = |page: &Page| {
+        page.owner.store(heap.id(), Ordering::Relaxed);
+        thread_free::reset_after_fork(&page.thread_free);
+    };
     for zone in PAGE_BACKED {
         let zone_heap = heap.zone(zone);
         zone_heap
             .queues
             .iter()
-            .for_each(|queue| queue.for_each(reset));
-        zone_heap.full.for_each(reset);
+            .for_each(|queue| queue.for_each(retag));
+        zone_heap.full.for_each(retag);
     }
 }
 

@@ -133,6 +133,11 @@ pub fn take_all(head: &AtomicUsize) -> *mut Block {
     }
 }
 
+/// Whether any block is linked on the list (a snapshot).
+pub fn has_blocks(head: &AtomicUsize) -> bool {
+    head.load(Ordering::Acquire) & !STATE_MASK != 0
+}
+
 /// Sets the page's state, first waiting for a notification under way to
 /// end. A `Never` state is only replaced when `override_never` is set (by
 /// the thread adopting the page). Only the page's owner may call this.

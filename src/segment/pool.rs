@@ -327,6 +327,9 @@ fn init_header(seg: *mut Segment, zone: Zone, kind: PageKind) {
         ptr::addr_of_mut!((*seg).mapping_size).write(SEGMENT_SIZE);
         (*seg).free_pages.set(free_pages);
         (*seg).used_pages.set(0);
+        if (*seg).dirty_pages.get() == 0 {
+            (*seg).purge_deadline.set(u64::MAX);
+        }
         (*seg).next.set(ptr::null_mut());
         (*seg).prev.set(ptr::null_mut());
     }
