@@ -276,3 +276,104 @@ fn fork_from_worker_thread_and_nested_fork() {
         );
     }
 }
+
+/// Waits for `pid` like `fork_and_wait`, returning its exit code.
+fn wait_child(pid: i32) -> Result<i32, String> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0i32;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
+        if r == pid {
+            if status & 0x7f == 0 {
+                return Ok((status >> 8) & 0xff);
+            }
+            return Err(format!("child killed by signal {}", status & 0x7f));
+        }
+        if r < 0 || start.elapsed() > Duration::from_secs(30) {
+            // SAFETY: `pid` is our child.
+            unsafe {
+                kill(pid, SIGKILL);
+                waitpid(pid, &mut status, 0);
+            }
+            return Err("child hung or waitpid failed".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Threads of the parent own full pages (which ask to be told about their
+/// next free); in the child those threads are gone, and new threads of the
+/// child may even sit where their heaps were. The child starts and ends
+/// threads (so the C library recycles the dead threads' stacks) and then
+/// frees blocks of those pages, from the main thread and from new threads.
+#[test]
+fn child_frees_blocks_of_the_parents_vanished_threads() {
+    const SIZE: usize = 2000; // 2 KiB blocks: 32 per 64 KiB page
+    const THREADS: usize = 24;
+    let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (tx, stop) = (tx.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // A full page, plus a block on the next one.
+                let blocks = (0..33)
+                    .map(|_| Box::into_raw(Box::new([7u8; SIZE])) as usize)
+                    .collect();
+                tx.send(blocks).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    let all: Vec<Vec<usize>> = (0..THREADS).map(|_| rx.recv().unwrap()).collect();
+    // SAFETY: the child only allocates, frees, spawns threads and `_exit`s.
+    let pid = unsafe { fork() };
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            for _ in 0..8 {
+                std::thread::spawn(|| drop(vec![0u8; 5000])).join().unwrap();
+            }
+            let (first, second) = all.split_at(THREADS / 2);
+            for blocks in first {
+                for &b in &blocks[..4] {
+                    // SAFETY: live blocks of the parent, each freed once here.
+                    drop(unsafe { Box::from_raw(b as *mut [u8; SIZE]) });
+                }
+            }
+            let second: Vec<Vec<usize>> = second.to_vec();
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                for blocks in &second {
+                    kept.push(Box::new([1u8; SIZE]));
+                    for &b in &blocks[..4] {
+                        // SAFETY: as above.
+                        let block = unsafe { Box::from_raw(b as *mut [u8; SIZE]) };
+                        assert!(block.iter().all(|&x| x == 7));
+                    }
+                }
+                assert!(kept.iter().all(|k| k.iter().all(|&x| x == 1)));
+            })
+            .join()
+            .unwrap();
+            0
+        })
+        .unwrap_or(101);
+        // SAFETY: terminates the child immediately.
+        unsafe { _exit(code) };
+    }
+    let result = wait_child(pid);
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+    for blocks in all {
+        for b in blocks {
+            // SAFETY: the parent's blocks are still live here; freed once.
+            drop(unsafe { Box::from_raw(b as *mut [u8; SIZE]) });
+        }
+    }
+    assert_eq!(result, Ok(0));
+}
