@@ -35,7 +35,9 @@ use abandoned::{AbandonedPool, Linked};
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 pub(crate) use counters::Counters;
-pub(crate) use pages::{after_local_free, give_up_page, page_with_free_block};
+pub(crate) use pages::{
+    after_local_free, give_up_page, needs_after_local_free, page_with_free_block,
+};
 use queue::PageQueue;
 
 /// Zones indexed in a heap (all four, so `zone as usize` indexes directly;

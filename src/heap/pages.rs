@@ -109,9 +109,27 @@ fn free_owned_block(heap: &Heap, block: *mut Block) {
     let page = seg.page_of(addr);
     debug_assert_eq!(page.owner.load(Ordering::Relaxed), heap.id());
     clear_alloc_bit(block);
-    if page.push_local(block) == 0 || page.in_full.get() {
+    let used = page.push_local(block);
+    if needs_after_local_free(page, used) {
         after_local_free(heap, seg.zone, page);
     }
+}
+
+/// Whether a local free that left `used` blocks in `page` needs
+/// [`after_local_free`]. Inline in the free fast path, so that the common
+/// unused case — a small or medium page alone in its queue, which simply
+/// stays — costs no call.
+#[inline(always)]
+pub(crate) fn needs_after_local_free(page: &Page, used: u32) -> bool {
+    page.in_full.get() || (used == 0 && !stays_when_unused(page))
+}
+
+/// An unused small or medium page that is its queue's only page stays.
+#[inline(always)]
+fn stays_when_unused(page: &Page) -> bool {
+    page.prev.get().is_null()
+        && page.next.get().is_null()
+        && page.block_size.get() <= size_class::MEDIUM_MAX
 }
 
 /// The cold part of a local free: the page was full (back to its queue) or
@@ -135,9 +153,7 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     if !page.is_unused() {
         return;
     }
-    let large = page.block_size.get() > size_class::MEDIUM_MAX;
-    let alone = page.prev.get().is_null() && page.next.get().is_null();
-    if alone && !large {
+    if stays_when_unused(page) {
         return;
     }
     let queue = &zone_heap.queues[page.bin.get() as usize];
