@@ -18,6 +18,7 @@
 //! `page` (free lists and the thread-free list), `heap` (per-thread heaps,
 //! abandoned pages), then `alloc`/`free` (fast paths) and `api`.
 #![warn(missing_docs)]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 
 #[cfg(not(loom))]
 mod alloc;

@@ -72,7 +72,9 @@ fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
         .ok_or(AllocError)
 }
 
-/// Implements `Allocator` for a page-backed zone handle.
+/// Implements `Allocator` for a page-backed zone handle. With the `nightly`
+/// feature, allocator-api2's trait *is* `core::alloc::Allocator` (it
+/// re-exports it), so the same impl serves `Vec::new_in` of std.
 macro_rules! page_zone_allocator {
     ($handle:ty, $zone:expr) => {
         // SAFETY: blocks come from zonal's page heaps, stay valid until
@@ -138,53 +140,6 @@ macro_rules! page_zone_allocator {
             ) -> Result<NonNull<[u8]>, AllocError> {
                 // SAFETY: forwarded contract of `Allocator::shrink`.
                 unsafe { resize(self, ptr, old, new, false) }
-            }
-        }
-
-        #[cfg(feature = "nightly")]
-        // SAFETY: the same contract as the allocator-api2 implementation,
-        // to which every method forwards.
-        unsafe impl core::alloc::Allocator for $handle {
-            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-                Allocator::allocate(self, layout).map_err(|_| core::alloc::AllocError)
-            }
-            fn allocate_zeroed(
-                &self,
-                layout: Layout,
-            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-                Allocator::allocate_zeroed(self, layout).map_err(|_| core::alloc::AllocError)
-            }
-            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-                // SAFETY: forwarded contract.
-                unsafe { Allocator::deallocate(self, ptr, layout) }
-            }
-            unsafe fn grow(
-                &self,
-                p: NonNull<u8>,
-                o: Layout,
-                n: Layout,
-            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-                // SAFETY: forwarded contract.
-                unsafe { Allocator::grow(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
-            }
-            unsafe fn grow_zeroed(
-                &self,
-                p: NonNull<u8>,
-                o: Layout,
-                n: Layout,
-            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-                // SAFETY: forwarded contract.
-                unsafe { Allocator::grow_zeroed(self, p, o, n) }
-                    .map_err(|_| core::alloc::AllocError)
-            }
-            unsafe fn shrink(
-                &self,
-                p: NonNull<u8>,
-                o: Layout,
-                n: Layout,
-            ) -> Result<NonNull<[u8]>, core::alloc::AllocError> {
-                // SAFETY: forwarded contract.
-                unsafe { Allocator::shrink(self, p, o, n) }.map_err(|_| core::alloc::AllocError)
             }
         }
     };
