@@ -99,30 +99,7 @@ fn fork_and_wait(round: u64) -> Result<i32, String> {
         // SAFETY: terminates the child immediately.
         unsafe { _exit(code) };
     }
-    let start = Instant::now();
-    loop {
-        let mut status = 0i32;
-        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
-        let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
-        if r == pid {
-            if status & 0x7f == 0 {
-                return Ok((status >> 8) & 0xff);
-            }
-            return Err(format!("child killed by signal {}", status & 0x7f));
-        }
-        if r < 0 {
-            return Err("waitpid failed".into());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            // SAFETY: `pid` is our child.
-            unsafe {
-                kill(pid, SIGKILL);
-                waitpid(pid, &mut status, 0);
-            }
-            return Err("child deadlocked (killed after 30 s)".into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_child(pid)
 }
 
 /// Busy threads: allocate, free, and pass blocks to each other (so that
@@ -277,7 +254,8 @@ fn fork_from_worker_thread_and_nested_fork() {
     }
 }
 
-/// Waits for `pid` like `fork_and_wait`, returning its exit code.
+/// Waits up to 30 s for the child `pid` and returns its exit code; kills it
+/// (a deadlock in the child fails the test instead of hanging it).
 fn wait_child(pid: i32) -> Result<i32, String> {
     let start = Instant::now();
     loop {
@@ -296,7 +274,7 @@ fn wait_child(pid: i32) -> Result<i32, String> {
                 kill(pid, SIGKILL);
                 waitpid(pid, &mut status, 0);
             }
-            return Err("child hung or waitpid failed".into());
+            return Err("child deadlocked (killed after 30 s) or waitpid failed".into());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
