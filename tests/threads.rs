@@ -214,3 +214,50 @@ fn threads_that_only_free_or_only_allocate() {
     );
     assert!(end.frees >= baseline.frees + 20 * 10 * 100);
 }
+
+/// A thread-local registered before zonal's exit hook is destroyed after
+/// it; when its destructor allocates, the dead thread's counts must be added
+/// once, not again with everything the thread counted before.
+struct AllocatesWhenDropped;
+
+impl Drop for AllocatesWhenDropped {
+    fn drop(&mut self) {
+        drop(std::hint::black_box(vec![1u8; 100]));
+    }
+}
+
+thread_local! {
+    static ALLOCATES_LATE: AllocatesWhenDropped = const { AllocatesWhenDropped };
+}
+
+#[test]
+fn counts_of_a_thread_are_not_added_twice_after_it_exits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A raw pthread: std's thread start-up allocates, which would register
+    // zonal's exit hook before the test's thread-local.
+    extern "C" fn body(_: *mut libc::c_void) -> *mut libc::c_void {
+        ALLOCATES_LATE.with(|_| ());
+        let kept: Vec<Box<u64>> = (0..1000)
+            .map(|i| std::hint::black_box(Box::new(i)))
+            .collect();
+        drop(kept);
+        std::ptr::null_mut()
+    }
+    let before = manual();
+    // SAFETY: a zeroed pthread_t is a valid out-value; `body` is a valid
+    // start routine that ignores its argument; the thread is joined.
+    unsafe {
+        let mut thread: libc::pthread_t = std::mem::zeroed();
+        assert_eq!(
+            libc::pthread_create(&mut thread, std::ptr::null(), body, std::ptr::null_mut()),
+            0
+        );
+        assert_eq!(libc::pthread_join(thread, std::ptr::null_mut()), 0);
+    }
+    let after = manual();
+    let allocations = after.allocations - before.allocations;
+    assert!(
+        (1000..1300).contains(&allocations),
+        "{allocations} allocations counted for a thread that made about 1,002"
+    );
+}
