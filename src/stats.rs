@@ -132,20 +132,19 @@ pub fn stats() -> Stats {
     let mut zones = [ZoneStats::default(); ZONES];
     for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
         let i = zone as usize;
-        let r = &RETIRED[i];
-        let (mut allocs, mut frees) = (
-            r.allocs.load(Ordering::Relaxed),
-            r.frees.load(Ordering::Relaxed),
-        );
-        let (mut alloc_bytes, mut free_bytes) = (
-            r.alloc_bytes.load(Ordering::Relaxed),
-            r.free_bytes.load(Ordering::Relaxed),
-        );
-        heap::for_each_counters(zone, |c| {
-            allocs = allocs.wrapping_add(c.allocs.load(Ordering::Relaxed));
-            frees = frees.wrapping_add(c.frees.load(Ordering::Relaxed));
-            alloc_bytes = alloc_bytes.wrapping_add(c.alloc_bytes.load(Ordering::Relaxed));
-            free_bytes = free_bytes.wrapping_add(c.free_bytes.load(Ordering::Relaxed));
+        let (allocs, frees, alloc_bytes, free_bytes) = heap::with_registry_locked(|heaps| {
+            let r = &RETIRED[i];
+            let mut sums = [&r.allocs, &r.frees, &r.alloc_bytes, &r.free_bytes]
+                .map(|counter| counter.load(Ordering::Relaxed));
+            heaps.for_each_counters(zone, |c| {
+                for (sum, counter) in
+                    sums.iter_mut()
+                        .zip([&c.allocs, &c.frees, &c.alloc_bytes, &c.free_bytes])
+                {
+                    *sum = sum.wrapping_add(counter.load(Ordering::Relaxed));
+                }
+            });
+            (sums[0], sums[1], sums[2], sums[3])
         });
         let live_bytes = (alloc_bytes.wrapping_sub(free_bytes) as i64).max(0) as u64;
         let peak = PEAK[i]

@@ -84,8 +84,7 @@ fn run_threads(
     }
 }
 
-#[test]
-fn thousands_of_threads_memory_stays_bounded() {
+fn thousands_of_threads_memory_stays_bounded_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let baseline = manual();
     let mut window = VecDeque::new();
@@ -142,8 +141,7 @@ thread_local! {
 /// Blocks freed (and allocated) by thread-local destructors that run after
 /// zonal's thread-exit hook are still counted: live blocks return to the
 /// baseline.
-#[test]
-fn frees_in_late_thread_local_destructors_are_counted() {
+fn frees_in_late_thread_local_destructors_are_counted_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let baseline = manual();
     for _ in 0..50 {
@@ -180,8 +178,7 @@ fn frees_in_late_thread_local_destructors_are_counted() {
 /// Threads that only free (blocks allocated elsewhere) and exit, and threads
 /// that allocate and exit without freeing (their blocks freed later by the
 /// main thread): the counts balance.
-#[test]
-fn threads_that_only_free_or_only_allocate() {
+fn threads_that_only_free_or_only_allocate_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let baseline = manual();
     for round in 0..20 {
@@ -230,8 +227,7 @@ thread_local! {
     static ALLOCATES_LATE: AllocatesWhenDropped = const { AllocatesWhenDropped };
 }
 
-#[test]
-fn counts_of_a_thread_are_not_added_twice_after_it_exits() {
+fn counts_of_a_thread_are_not_added_twice_after_it_exits_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A raw pthread: std's thread start-up allocates, which would register
     // zonal's exit hook before the test's thread-local.
@@ -259,5 +255,60 @@ fn counts_of_a_thread_are_not_added_twice_after_it_exits() {
     assert!(
         (1000..1300).contains(&allocations),
         "{allocations} allocations counted for a thread that made about 1,002"
+    );
+}
+
+/// Runs a test's body in a child process of its own (this binary, with
+/// `--exact NAME --test-threads=1`): the statistics these tests compare are
+/// process-wide, and the test harness's own threads (capturing output,
+/// starting and ending test threads) would otherwise move them.
+fn isolated(name: &str, body: fn()) {
+    const CHILD: &str = "ZONAL_THREADS_TEST";
+    match std::env::var(CHILD) {
+        Ok(selected) if selected == name => body(),
+        Ok(_) => {}
+        Err(_) => {
+            let out =
+                common::run_child(name, &[(CHILD, name)], std::time::Duration::from_secs(120));
+            assert!(
+                out.status.success(),
+                "{name} failed in its child process: {:?}\nstdout:\n{}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn thousands_of_threads_memory_stays_bounded() {
+    isolated(
+        "thousands_of_threads_memory_stays_bounded",
+        thousands_of_threads_memory_stays_bounded_body,
+    );
+}
+
+#[test]
+fn frees_in_late_thread_local_destructors_are_counted() {
+    isolated(
+        "frees_in_late_thread_local_destructors_are_counted",
+        frees_in_late_thread_local_destructors_are_counted_body,
+    );
+}
+
+#[test]
+fn threads_that_only_free_or_only_allocate() {
+    isolated(
+        "threads_that_only_free_or_only_allocate",
+        threads_that_only_free_or_only_allocate_body,
+    );
+}
+
+#[test]
+fn counts_of_a_thread_are_not_added_twice_after_it_exits() {
+    isolated(
+        "counts_of_a_thread_are_not_added_twice_after_it_exits",
+        counts_of_a_thread_are_not_added_twice_after_it_exits_body,
     );
 }

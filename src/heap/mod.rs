@@ -192,18 +192,28 @@ static REGISTRY: Registry = Registry {
     first: Cell::new(ptr::null_mut()),
 };
 
-/// Calls `f` with each live heap's counters for `zone`, registry locked.
-pub(crate) fn for_each_counters(zone: Zone, mut f: impl FnMut(&Counters)) {
-    REGISTRY.lock.with(|| {
+/// Runs `f` with the registry locked. A thread's exit moves its counts from
+/// its heap into the retired totals under this lock, so `f` sees each
+/// thread's counts exactly once, in its heap or in the retired totals.
+pub(crate) fn with_registry_locked<R>(f: impl FnOnce(&Registered) -> R) -> R {
+    REGISTRY.lock.with(|| f(&Registered(())))
+}
+
+/// Proof that the registry is locked (see [`with_registry_locked`]).
+pub(crate) struct Registered(());
+
+impl Registered {
+    /// Calls `f` with each live heap's counters for `zone`.
+    pub(crate) fn for_each_counters(&self, zone: Zone, mut f: impl FnMut(&Counters)) {
         let mut heap = REGISTRY.first.get();
         while !heap.is_null() {
             // SAFETY: registered heaps stay valid until they deregister,
-            // which needs the lock we hold.
+            // which needs the lock our caller holds.
             let h = unsafe { &*heap };
             f(&h.zone(zone).counters);
             heap = h.next.get();
         }
-    })
+    }
 }
 
 pub(crate) fn registry_lock() -> &'static SpinLock {
@@ -342,7 +352,7 @@ impl Heap {
             let me = self as *const Heap as *mut Heap;
             self.next.set(REGISTRY.first.get());
             if let Some(first) = NonNull::new(REGISTRY.first.get()) {
-                // SAFETY: registered heaps are valid (see for_each_counters).
+                // SAFETY: registered heaps are valid (see Registered).
                 unsafe { first.as_ref().prev.set(me) };
             }
             REGISTRY.first.set(me);
