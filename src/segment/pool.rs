@@ -444,7 +444,8 @@ pub(super) fn take_huge_mapping(mapping: usize) -> Option<*mut Segment> {
     POOL.lock.with(|| {
         let slot = POOL.huge_cache.iter().rev().find(|slot| {
             let seg = slot.get();
-            !seg.is_null() && (mapping..=mapping.saturating_mul(2)).contains(&unsafe_ref(seg).mapping_size)
+            !seg.is_null()
+                && (mapping..=mapping.saturating_mul(2)).contains(&unsafe_ref(seg).mapping_size)
         })?;
         let seg = slot.replace(ptr::null_mut());
         POOL.retained
