@@ -126,8 +126,25 @@ pub(crate) fn backoff(spins: &mut u32) {
 }
 
 /// A non-allocating lock with explicit `lock`/`unlock` (see the module docs).
+///
+/// It also remembers which thread holds it, so that a thread that tries to
+/// take it again (which can only be a bug: say a debug-build panic inside a
+/// locked section whose panic hook then allocates) aborts with a message
+/// instead of spinning forever.
 pub(crate) struct SpinLock {
     locked: AtomicBool,
+    #[cfg(not(loom))]
+    holder: std::sync::atomic::AtomicUsize,
+}
+
+/// An id of the calling thread that never allocates: the address of a
+/// thread-local byte.
+#[cfg(not(loom))]
+fn thread_token() -> usize {
+    std::thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|token| token as *const u8 as usize)
 }
 
 impl SpinLock {
@@ -135,6 +152,7 @@ impl SpinLock {
     pub(crate) const fn new() -> Self {
         SpinLock {
             locked: AtomicBool::new(false),
+            holder: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -154,7 +172,19 @@ impl SpinLock {
                     .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                #[cfg(not(loom))]
+                self.holder.store(thread_token(), Ordering::Relaxed);
                 return;
+            }
+            // Only the holder ever stores its own token, and it clears it
+            // before releasing: seeing ours means we hold the lock already.
+            #[cfg(not(loom))]
+            if self.holder.load(Ordering::Relaxed) == thread_token() {
+                crate::os::write_stderr(
+                    b"zonal: internal error: a thread re-entered a zonal lock it holds\n",
+                );
+                // SAFETY: abort has no preconditions; it does not return.
+                unsafe { libc::abort() };
             }
             backoff(&mut spins);
         }
@@ -163,12 +193,15 @@ impl SpinLock {
     /// Releases the lock. Also used by the fork `child` handler, where the
     /// lock was taken by the parent's `prepare` handler in the same thread.
     pub(crate) fn unlock(&self) {
+        #[cfg(not(loom))]
+        self.holder.store(0, Ordering::Relaxed);
         self.locked.store(false, Ordering::Release);
     }
 
     /// Forces the lock open in a freshly forked child (only one thread exists).
     #[cfg(not(loom))]
     pub(crate) fn reset_after_fork(&self) {
+        self.holder.store(0, Ordering::Relaxed);
         self.locked.store(false, Ordering::Relaxed);
     }
 
@@ -183,5 +216,34 @@ impl SpinLock {
         }
         let _unlock = Unlock(self);
         f()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::SpinLock;
+
+    #[test]
+    fn retaking_a_held_lock_aborts_instead_of_hanging() {
+        static LOCK: SpinLock = SpinLock::new();
+        // SAFETY: the child only takes the lock twice (which must abort) and
+        // otherwise `_exit`s; the parent waits for it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                libc::alarm(10); // a hang ends as SIGALRM, not SIGABRT
+                LOCK.lock();
+                LOCK.lock();
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            assert!(libc::WIFSIGNALED(status), "status {status}");
+            assert_eq!(libc::WTERMSIG(status), libc::SIGABRT);
+        }
+        // Other threads still take and release it normally.
+        LOCK.with(|| ());
+        std::thread::spawn(|| LOCK.with(|| ())).join().unwrap();
     }
 }
