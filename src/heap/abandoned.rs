@@ -140,6 +140,22 @@ impl<N: Linked, const LISTS: usize> AbandonedPool<N, LISTS> {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// Nodes on list `list` (for tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn list_len(&self, list: usize) -> usize {
+        self.lock.with(|| {
+            // SAFETY: lock held; nodes in the pool are valid.
+            let mut node = unsafe { (*self.heads.get())[list] };
+            let mut len = 0;
+            while !node.is_null() {
+                len += 1;
+                // SAFETY: as above.
+                node = unsafe { (*node).pool_link().get() };
+            }
+            len
+        })
+    }
+
     /// The pool's lock (for the fork handlers).
     #[cfg(not(loom))]
     pub(crate) fn lock(&self) -> &SpinLock {

@@ -433,4 +433,44 @@ mod tests {
         // SAFETY: live block, freed once.
         unsafe { free(kept as *mut u8, size) };
     }
+
+    #[test]
+    fn reclamation_reaches_every_free_abandoned_page() {
+        use crate::heap::{pool_list, ABANDONED};
+        use crate::size_class::bin_of;
+        // Gc-zone pages of 2 KiB blocks: no other test uses this pool list.
+        let size = 2000;
+        let list = pool_list(Zone::Gc, bin_of(size));
+        let blocks = std::thread::spawn(move || {
+            (0..20 * 32)
+                .map(|_| alloc(Zone::Gc, size, 16) as usize)
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            ABANDONED.list_len(list) >= 20,
+            "the exiting thread abandoned its pages"
+        );
+        // Everything but one block is freed: one page stays in use.
+        for &b in &blocks[1..] {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(b as *mut u8, size) };
+        }
+        // Fresh pages of another class each look at a few abandoned pages.
+        let others: Vec<usize> = (0..40 * 8)
+            .map(|_| alloc(Zone::Gc, 8000, 16) as usize)
+            .collect();
+        assert_eq!(
+            ABANDONED.list_len(list),
+            1,
+            "free abandoned pages were left in the pool"
+        );
+        for b in others {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(b as *mut u8, 8000) };
+        }
+        // SAFETY: the last live block, freed once.
+        unsafe { free(blocks[0] as *mut u8, size) };
+    }
 }
