@@ -27,14 +27,9 @@ pub(crate) fn alloc(zone: Zone, size: usize, align: usize) -> *mut u8 {
         // SAFETY: direct-table entries always point at a valid page (an
         // owned one, or the static empty page whose free list is null).
         let page = unsafe { &*zone_heap.direct[(size + GRANULE - 1) >> GRANULE_SHIFT].get() };
-        let block = page.free.get();
-        if !block.is_null() {
-            // SAFETY: `block` heads the free list of a page this thread owns.
-            page.free.set(unsafe { (*block).next });
-            page.used.set(page.used.get() + 1);
-            mark_allocated(block as usize);
+        if let Some(block) = pop_block(page) {
             zone_heap.counters.on_alloc(size);
-            return block.cast();
+            return block;
         }
     }
     alloc_slow(heap, zone, size, align)
@@ -51,15 +46,20 @@ fn mark_allocated(addr: usize) {
     word.store(word.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
 }
 
-/// Pops a block from a page known to have one.
-fn take_block(page: &Page) -> *mut u8 {
+/// Pops a block from the free list of `page` (the empty page, or one this
+/// thread owns), if it has one.
+#[inline(always)]
+fn pop_block(page: &Page) -> Option<*mut u8> {
     let block = page.free.get();
-    debug_assert!(!block.is_null());
-    // SAFETY: the page has a free block and this thread owns the page.
+    if block.is_null() {
+        return None;
+    }
+    // SAFETY: `block` heads the free list of a page this thread owns (the
+    // static empty page never has a free block).
     page.free.set(unsafe { (*block).next });
     page.used.set(page.used.get() + 1);
     mark_allocated(block as usize);
-    block.cast()
+    Some(block.cast())
 }
 
 /// Requests the direct table does not cover: larger or over-aligned blocks
@@ -70,11 +70,9 @@ fn alloc_slow(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
         return alloc_huge(heap, zone, size, align);
     };
     let zone_heap = heap.zone(zone);
-    if let Some(page) = zone_heap.first_page(bin) {
-        if !page.free.get().is_null() {
-            zone_heap.counters.on_alloc(size);
-            return take_block(page);
-        }
+    if let Some(block) = zone_heap.first_page(bin).and_then(pop_block) {
+        zone_heap.counters.on_alloc(size);
+        return block;
     }
     alloc_from_new_page(heap, zone, bin, size)
 }
@@ -85,7 +83,9 @@ fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize, size: usize) -> *mut
     let Some(page) = heap::page_with_free_block(heap, zone, bin) else {
         return ptr::null_mut();
     };
-    let block = take_block(page);
+    let Some(block) = pop_block(page) else {
+        unreachable!("page_with_free_block returned a page without a free block");
+    };
     heap.count(zone, |c| c.on_alloc(size));
     if heap.is_dead() {
         heap::give_up_page(heap, zone, page);
