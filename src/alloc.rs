@@ -20,6 +20,16 @@ use core::ptr;
 /// Returns null when out of memory.
 #[inline(always)]
 pub(crate) fn alloc(zone: Zone, size: usize, align: usize) -> *mut u8 {
+    if zone == Zone::Gc {
+        return crate::gc::alloc(size, align, crate::gc::Scan::Conservative);
+    }
+    alloc_page_backed(zone, size, align)
+}
+
+/// [`alloc`] without the GC zone's protocol (which `gc::alloc` wraps
+/// around this).
+#[inline(always)]
+pub(crate) fn alloc_page_backed(zone: Zone, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the thread's heap outlives this call.
     let heap = unsafe { &*heap::current() };
     if size <= SMALL_DIRECT_MAX && align <= GRANULE {
@@ -110,7 +120,16 @@ fn alloc_huge(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
 /// Like [`alloc`], with the block cleared. Memory fresh from the OS is known
 /// to be zero and is not cleared again.
 pub(crate) fn alloc_zeroed(zone: Zone, size: usize, align: usize) -> *mut u8 {
-    let block = alloc(zone, size, align);
+    if zone == Zone::Gc {
+        // GC blocks that may be scanned always come cleared.
+        return alloc(zone, size, align);
+    }
+    alloc_zeroed_page_backed(zone, size, align)
+}
+
+/// [`alloc_zeroed`] without the GC zone's protocol.
+pub(crate) fn alloc_zeroed_page_backed(zone: Zone, size: usize, align: usize) -> *mut u8 {
+    let block = alloc_page_backed(zone, size, align);
     if block.is_null() {
         return block;
     }
@@ -140,7 +159,7 @@ pub(crate) fn alloc_zeroed(zone: Zone, size: usize, align: usize) -> *mut u8 {
 }
 
 /// The page of a block known to be live.
-fn page_of_live_block(addr: usize) -> &'static Page {
+pub(crate) fn page_of_live_block(addr: usize) -> &'static Page {
     match map::lookup(map::map(), addr) {
         // SAFETY: the map says a segment starts at `base`.
         Some(map::Found::Segment(base)) => unsafe { Segment::at(base) }.page_of(addr),
@@ -174,7 +193,11 @@ pub(crate) unsafe fn realloc(
             }
             let block = seg.page_of(addr).block_size.get();
             if fits_in_place(new_size, block, align, addr) {
-                current_heap().count(seg.zone, |c| c.on_resize(old_size, new_size));
+                // GC-zone statistics count whole blocks (see `gc`): the
+                // block did not change.
+                if seg.zone != Zone::Gc {
+                    current_heap().count(seg.zone, |c| c.on_resize(old_size, new_size));
+                }
                 return ptr;
             }
             seg.zone
@@ -187,10 +210,20 @@ pub(crate) unsafe fn realloc(
                 fault::report_bad_pointer(Op::Realloc, addr);
             }
             let zone = seg.zone;
+            let old_block = page.block_size.get();
             // SAFETY: the block is the caller's live huge block. After this
-            // call `seg` may have moved: only `zone` is used.
-            if let Some(p) = unsafe { realloc_huge(page, new_size, align) } {
-                current_heap().count(zone, |c| c.on_resize(old_size, new_size));
+            // call `seg` may have moved: only `zone` is used. A collection
+            // must not look at the mapping while it moves.
+            let resized = crate::gc::exclusive_of_collection(|| unsafe {
+                realloc_huge(page, new_size, align)
+            });
+            if let Some(p) = resized {
+                let (old, new) = if zone == Zone::Gc {
+                    (old_block, page_of_live_block(p as usize).block_size.get())
+                } else {
+                    (old_size, new_size)
+                };
+                current_heap().count(zone, |c| c.on_resize(old, new));
                 return p;
             }
             zone

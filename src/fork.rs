@@ -30,6 +30,10 @@ pub(crate) fn install_handlers() {
 }
 
 extern "C" fn prepare() {
+    // No collection may be under way in the child: it would find the world
+    // half stopped and the collector's locks held.
+    crate::gc::collect::COLLECTION.lock();
+    crate::thread::lock().lock();
     heap::registry_lock().lock();
     heap::ABANDONED.lock().lock();
     crate::segment::pool_lock().lock();
@@ -39,6 +43,8 @@ extern "C" fn parent() {
     crate::segment::pool_lock().unlock();
     heap::ABANDONED.lock().unlock();
     heap::registry_lock().unlock();
+    crate::thread::lock().unlock();
+    crate::gc::collect::COLLECTION.unlock();
 }
 
 extern "C" fn child() {
@@ -46,4 +52,6 @@ extern "C" fn child() {
     heap::ABANDONED.lock().reset_after_fork();
     heap::registry_lock().reset_after_fork();
     heap::after_fork_in_child();
+    crate::gc::collect::COLLECTION.reset_after_fork();
+    crate::thread::after_fork_in_child();
 }

@@ -57,6 +57,9 @@ fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, live: bool,
     if !live {
         fault::report_bad_pointer(Op::Free, addr);
     }
+    if seg.zone == crate::Zone::Gc {
+        return crate::gc::free_block(heap, seg, page, addr);
+    }
     heap.count(seg.zone, |c| c.on_free(size));
     release_big_block_memory(addr, page.block_size.get());
     let block = addr as *mut Block;
@@ -114,10 +117,17 @@ fn free_outside_segments(addr: usize, size: usize) {
             if addr != page.area.get() as usize || page.used.get() != 1 {
                 fault::report_bad_pointer(Op::Free, addr);
             }
+            // GC-zone statistics count whole blocks (see `gc`).
+            let counted = if seg.zone == crate::Zone::Gc {
+                page.block_size.get()
+            } else {
+                size
+            };
             // SAFETY: the thread's heap outlives this call.
-            unsafe { &*heap::current() }.count(seg.zone, |c| c.on_free(size));
-            // SAFETY: the block is live and the caller gave it up.
-            unsafe { segment::huge_free(page) };
+            unsafe { &*heap::current() }.count(seg.zone, |c| c.on_free(counted));
+            // SAFETY: the block is live and the caller gave it up; no
+            // collection looks at the mapping while it goes.
+            crate::gc::exclusive_of_collection(|| unsafe { segment::huge_free(page) });
         }
         _ => fault::report_bad_pointer(Op::Free, addr),
     }

@@ -9,6 +9,9 @@
 //!   zonal::Zonal;` in a binary.
 //! * [`ManualZone`] is the same zone as an allocator-api2 `Allocator`, for
 //!   collections such as `hashbrown::HashMap::new_in(zonal::ManualZone)`.
+//! * [`Gc<T>`], [`GcZone`] and the [`gc`] module: garbage-collected memory,
+//!   found reachable by a conservative scan of stacks, registers, static
+//!   data, thread-locals and the other zones.
 //! * [`stats()`] reports per-zone statistics.
 //!
 //! # Layers
@@ -16,7 +19,9 @@
 //! Bottom up, each calling only those below it: `os` (mmap and friends),
 //! `segment` (4 MiB aligned regions and the segment map), `size_class`,
 //! `page` (free lists and the thread-free list), `heap` (per-thread heaps,
-//! abandoned pages), then `alloc`/`free` (fast paths) and `api`.
+//! abandoned pages), `thread` (the collector's thread registry and the
+//! stop-the-world handshake), then `alloc`/`free` (fast paths), the zones'
+//! policies (`gc`) and `api`.
 #![warn(missing_docs)]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 
@@ -30,6 +35,8 @@ mod fault;
 mod fork;
 #[cfg(not(loom))]
 mod free;
+#[cfg(not(loom))]
+pub mod gc;
 #[cfg(not(loom))]
 mod heap;
 #[cfg(not(loom))]
@@ -45,13 +52,17 @@ mod size_class;
 #[cfg(not(loom))]
 mod stats;
 mod sync;
+#[cfg(not(loom))]
+mod thread;
 
+#[cfg(not(loom))]
+pub use api::gc::{Gc, GcAtomicZone, GcWeak, GcZone};
 #[cfg(not(loom))]
 pub use api::global::Zonal;
 #[cfg(not(loom))]
 pub use api::zone::{ManualZone, Zone};
 #[cfg(not(loom))]
-pub use stats::{stats, Stats, ZoneStats};
+pub use stats::{stats, GcStats, Stats, ZoneStats};
 
 /// The lock-free pieces, exposed for the `loom-tests` crate (only under
 /// `cfg(loom)`, where nothing else is compiled). The files are the very ones

@@ -12,6 +12,11 @@
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
 //! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on segments and huge blocks; `0` keeps 4 KiB pages |
 //! | `ZONAL_RETAIN_MIB` | `32` | free memory kept committed (for reuse without page faults) before the oldest is decommitted at once |
+//! | `ZONAL_GC_SUSPEND_SIGNAL` | `SIGPWR` (30) | signal number that suspends threads for a collection |
+//! | `ZONAL_GC_RESUME_SIGNAL` | `SIGXCPU` (24) | signal number that resumes them |
+//! | `ZONAL_GC_MIN_THRESHOLD_KIB` | `4096` | GC-zone bytes allocated between automatic collections, at least |
+//! | `ZONAL_GC_MARK_STACK` | `4194304` | entries the collector's mark stack may hold before it falls back to overflow rescans |
+//! | `ZONAL_GC_DISABLE` | `0` | `1`: no automatic collections (explicit `gc::collect` still runs) |
 
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
@@ -24,6 +29,11 @@ static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(1000);
 static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 static RETAIN_MIB: AtomicU64 = AtomicU64::new(32);
 static HUGE_OS_PAGES: AtomicU64 = AtomicU64::new(1);
+static GC_SUSPEND_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGPWR as u64);
+static GC_RESUME_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGXCPU as u64);
+static GC_MIN_THRESHOLD_KIB: AtomicU64 = AtomicU64::new(4096);
+static GC_MARK_STACK: AtomicU64 = AtomicU64::new(1 << 22);
+static GC_DISABLE: AtomicU64 = AtomicU64::new(0);
 
 /// Parsed option values.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +42,11 @@ pub(crate) struct Options {
     pub segment_cache: usize,
     pub retain_bytes: usize,
     pub huge_os_pages: bool,
+    pub gc_suspend_signal: libc::c_int,
+    pub gc_resume_signal: libc::c_int,
+    pub gc_min_threshold: usize,
+    pub gc_mark_stack: usize,
+    pub gc_disable: bool,
 }
 
 /// Returns the options, reading the environment on first use.
@@ -44,6 +59,11 @@ pub(crate) fn get() -> Options {
         segment_cache: SEGMENT_CACHE.load(Ordering::Relaxed) as usize,
         retain_bytes: (RETAIN_MIB.load(Ordering::Relaxed) as usize) << 20,
         huge_os_pages: HUGE_OS_PAGES.load(Ordering::Relaxed) != 0,
+        gc_suspend_signal: GC_SUSPEND_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
+        gc_resume_signal: GC_RESUME_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
+        gc_min_threshold: (GC_MIN_THRESHOLD_KIB.load(Ordering::Relaxed) as usize) << 10,
+        gc_mark_stack: GC_MARK_STACK.load(Ordering::Relaxed) as usize,
+        gc_disable: GC_DISABLE.load(Ordering::Relaxed) != 0,
     }
 }
 
@@ -70,6 +90,32 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_RETAIN_MIB") {
         RETAIN_MIB.store(v.min(1 << 20), Ordering::Relaxed);
+    }
+    let signal_ok =
+        |v: u64| (1..=64).contains(&v) && v != libc::SIGKILL as u64 && v != libc::SIGSTOP as u64;
+    let suspend = read_u64(c"ZONAL_GC_SUSPEND_SIGNAL").filter(|&v| signal_ok(v));
+    let resume = read_u64(c"ZONAL_GC_RESUME_SIGNAL").filter(|&v| signal_ok(v));
+    if let Some(v) = suspend {
+        GC_SUSPEND_SIGNAL.store(v, Ordering::Relaxed);
+    }
+    if let Some(v) = resume {
+        GC_RESUME_SIGNAL.store(v, Ordering::Relaxed);
+    }
+    if GC_SUSPEND_SIGNAL.load(Ordering::Relaxed) == GC_RESUME_SIGNAL.load(Ordering::Relaxed) {
+        crate::os::write_stderr(
+            b"zonal: ZONAL_GC_SUSPEND_SIGNAL and ZONAL_GC_RESUME_SIGNAL must differ; using the defaults\n",
+        );
+        GC_SUSPEND_SIGNAL.store(libc::SIGPWR as u64, Ordering::Relaxed);
+        GC_RESUME_SIGNAL.store(libc::SIGXCPU as u64, Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_GC_MIN_THRESHOLD_KIB") {
+        GC_MIN_THRESHOLD_KIB.store(v.clamp(64, 1 << 30), Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_GC_MARK_STACK") {
+        GC_MARK_STACK.store(v.clamp(16, 1 << 28), Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_GC_DISABLE") {
+        GC_DISABLE.store(v, Ordering::Relaxed);
     }
     STATE.store(READ, Ordering::Release);
 }

@@ -65,6 +65,15 @@ pub(crate) fn retire_counters(zone: Zone, counters: &heap::Counters) {
     );
 }
 
+/// Counts blocks that the collector freed (it has no per-thread counters
+/// of its own: they go straight into the retired totals).
+pub(crate) fn add_collected(zone: Zone, blocks: u64, bytes: u64) {
+    let r = &RETIRED[zone as usize];
+    r.frees.fetch_add(blocks, Ordering::Relaxed);
+    r.free_bytes.fetch_add(bytes, Ordering::Relaxed);
+    add_live(zone as usize, -(bytes as i64));
+}
+
 /// Accounts memory a zone reserved (address space) or committed.
 pub(crate) fn account(zone: Zone, reserved: isize, committed: isize) {
     RESERVED[zone as usize].fetch_add(reserved as u64, Ordering::Relaxed);
@@ -93,6 +102,37 @@ pub struct ZoneStats {
     pub frees: u64,
 }
 
+/// Statistics of the garbage collector (see [`crate::gc`]). Byte counts
+/// are whole blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcStats {
+    /// Collections run so far.
+    pub collections: u64,
+    /// How long the world was stopped by the last collection.
+    pub pause_last: core::time::Duration,
+    /// The longest stop so far.
+    pub pause_max: core::time::Duration,
+    /// All stops together.
+    pub pause_total: core::time::Duration,
+    /// Bytes of GC objects found reachable by the last collection.
+    pub live_bytes_after: u64,
+    /// Bytes the collector has freed so far.
+    pub bytes_freed: u64,
+    /// Finalizers (`Drop` of `Gc` values) run so far.
+    pub finalizers_run: u64,
+    /// Unreachable finalizable objects freed without their finalizer,
+    /// because the thread that created them had exited.
+    pub finalizers_skipped: u64,
+    /// Cycles of finalizable objects found by the last collection: they are
+    /// kept, and never finalized.
+    pub finalizable_cycles: u64,
+    /// Finalizable objects not yet found unreachable.
+    pub finalizers_pending: u64,
+    /// GC-zone bytes that the next automatic collection waits for.
+    pub threshold: u64,
+}
+
 /// A snapshot of zonal's statistics, from [`stats()`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,6 +144,8 @@ pub struct Stats {
     pub os_reserved_bytes: u64,
     /// Memory committed from the OS by the whole allocator.
     pub os_committed_bytes: u64,
+    /// The garbage collector's statistics.
+    pub gc: GcStats,
 }
 
 impl Stats {
@@ -164,6 +206,7 @@ pub fn stats() -> Stats {
         zones,
         os_reserved_bytes: crate::os::reserved_bytes() as u64,
         os_committed_bytes: crate::os::committed_bytes() as u64,
+        gc: crate::gc::stats(),
     }
 }
 
@@ -199,6 +242,23 @@ impl fmt::Display for Stats {
             "",
             Bytes(self.os_committed_bytes),
             Bytes(self.os_reserved_bytes)
+        )?;
+        let gc = &self.gc;
+        writeln!(
+            f,
+            "gc: {} collections, pause last {:.2} ms / max {:.2} ms / total {:.1} ms, \
+             {} live after the last, {} freed, {} finalizers run ({} skipped, {} pending), \
+             {} finalizable cycles kept",
+            gc.collections,
+            gc.pause_last.as_secs_f64() * 1e3,
+            gc.pause_max.as_secs_f64() * 1e3,
+            gc.pause_total.as_secs_f64() * 1e3,
+            Bytes(gc.live_bytes_after),
+            Bytes(gc.bytes_freed),
+            gc.finalizers_run,
+            gc.finalizers_skipped,
+            gc.finalizers_pending,
+            gc.finalizable_cycles
         )
     }
 }

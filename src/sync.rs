@@ -14,7 +14,9 @@
 #[cfg(loom)]
 pub use loom_shim::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+};
 
 pub(crate) use std::sync::atomic::Ordering;
 
@@ -135,6 +137,10 @@ pub(crate) struct SpinLock {
     locked: AtomicBool,
     #[cfg(not(loom))]
     holder: std::sync::atomic::AtomicUsize,
+    /// The thread record whose deferral section the holder opened (see
+    /// `thread::suspend`), as an address; 0 when it had none.
+    #[cfg(not(loom))]
+    deferring: std::sync::atomic::AtomicUsize,
 }
 
 /// An id of the calling thread that never allocates: the address of a
@@ -153,6 +159,7 @@ impl SpinLock {
         SpinLock {
             locked: AtomicBool::new(false),
             holder: std::sync::atomic::AtomicUsize::new(0),
+            deferring: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -163,9 +170,15 @@ impl SpinLock {
         }
     }
 
+    /// Takes the lock. A thread registered with the collector holds it
+    /// inside a deferral section (it is never suspended while holding a
+    /// zonal lock), but waits for it outside one, so a collector that holds
+    /// the lock can still stop it.
     pub(crate) fn lock(&self) {
         let mut spins = 0;
         loop {
+            #[cfg(not(loom))]
+            let deferral = crate::thread::suspend::DeferGuard::new();
             if !self.locked.load(Ordering::Relaxed)
                 && self
                     .locked
@@ -173,9 +186,18 @@ impl SpinLock {
                     .is_ok()
             {
                 #[cfg(not(loom))]
-                self.holder.store(thread_token(), Ordering::Relaxed);
+                {
+                    self.holder.store(thread_token(), Ordering::Relaxed);
+                    let record = deferral.into_record();
+                    self.deferring.store(
+                        record.map_or(0, |r| r as *const _ as usize),
+                        Ordering::Relaxed,
+                    );
+                }
                 return;
             }
+            #[cfg(not(loom))]
+            drop(deferral);
             // Only the holder ever stores its own token, and it clears it
             // before releasing: seeing ours means we hold the lock already.
             #[cfg(not(loom))]
@@ -194,13 +216,22 @@ impl SpinLock {
     /// lock was taken by the parent's `prepare` handler in the same thread.
     pub(crate) fn unlock(&self) {
         #[cfg(not(loom))]
+        let deferring = self.deferring.swap(0, Ordering::Relaxed);
+        #[cfg(not(loom))]
         self.holder.store(0, Ordering::Relaxed);
         self.locked.store(false, Ordering::Release);
+        #[cfg(not(loom))]
+        if deferring != 0 {
+            // SAFETY: thread records are statics; `lock` stored this one.
+            let record = unsafe { &*(deferring as *const crate::thread::ThreadRecord) };
+            crate::thread::suspend::DeferGuard::leave(Some(record));
+        }
     }
 
     /// Forces the lock open in a freshly forked child (only one thread exists).
     #[cfg(not(loom))]
     pub(crate) fn reset_after_fork(&self) {
+        self.deferring.store(0, Ordering::Relaxed);
         self.holder.store(0, Ordering::Relaxed);
         self.locked.store(false, Ordering::Relaxed);
     }

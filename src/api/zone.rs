@@ -60,13 +60,13 @@ impl core::fmt::Display for Zone {
 pub struct ManualZone;
 
 /// A zero-sized allocation: a dangling pointer aligned for `layout`.
-fn dangling(layout: Layout) -> NonNull<[u8]> {
+pub(super) fn dangling(layout: Layout) -> NonNull<[u8]> {
     // SAFETY: an alignment is never zero.
     let ptr = unsafe { NonNull::new_unchecked(ptr::null_mut::<u8>().wrapping_add(layout.align())) };
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
-fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
+pub(super) fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
     NonNull::new(ptr)
         .map(|p| NonNull::slice_from_raw_parts(p, len))
         .ok_or(AllocError)
@@ -84,9 +84,9 @@ macro_rules! page_zone_allocator {
             #[inline]
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
                 if layout.size() == 0 {
-                    return Ok(dangling(layout));
+                    return Ok(crate::api::zone::dangling(layout));
                 }
-                block(
+                crate::api::zone::block(
                     crate::alloc::alloc($zone, layout.size(), layout.align()),
                     layout.size(),
                 )
@@ -95,9 +95,9 @@ macro_rules! page_zone_allocator {
             #[inline]
             fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
                 if layout.size() == 0 {
-                    return Ok(dangling(layout));
+                    return Ok(crate::api::zone::dangling(layout));
                 }
-                block(
+                crate::api::zone::block(
                     crate::alloc::alloc_zeroed($zone, layout.size(), layout.align()),
                     layout.size(),
                 )
@@ -119,7 +119,7 @@ macro_rules! page_zone_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, AllocError> {
                 // SAFETY: forwarded contract of `Allocator::grow`.
-                unsafe { resize(self, ptr, old, new, false) }
+                unsafe { crate::api::zone::resize(self, ptr, old, new, false) }
             }
 
             unsafe fn grow_zeroed(
@@ -129,7 +129,7 @@ macro_rules! page_zone_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, AllocError> {
                 // SAFETY: forwarded contract of `Allocator::grow_zeroed`.
-                unsafe { resize(self, ptr, old, new, true) }
+                unsafe { crate::api::zone::resize(self, ptr, old, new, true) }
             }
 
             unsafe fn shrink(
@@ -139,11 +139,13 @@ macro_rules! page_zone_allocator {
                 new: Layout,
             ) -> Result<NonNull<[u8]>, AllocError> {
                 // SAFETY: forwarded contract of `Allocator::shrink`.
-                unsafe { resize(self, ptr, old, new, false) }
+                unsafe { crate::api::zone::resize(self, ptr, old, new, false) }
             }
         }
     };
 }
+
+pub(super) use page_zone_allocator;
 
 page_zone_allocator!(ManualZone, crate::Zone::Manual);
 
@@ -153,7 +155,7 @@ page_zone_allocator!(ManualZone, crate::Zone::Manual);
 /// # Safety
 /// The contract of `Allocator::grow`/`shrink`: `ptr` is a block of `alloc`
 /// allocated with `old`, and `new` is larger (grow) or smaller (shrink).
-unsafe fn resize<A: Allocator>(
+pub(super) unsafe fn resize<A: Allocator>(
     alloc: &A,
     ptr: NonNull<u8>,
     old: Layout,

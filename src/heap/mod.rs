@@ -36,7 +36,7 @@ use core::cell::Cell;
 use core::ptr::{self, NonNull};
 pub(crate) use counters::Counters;
 pub(crate) use pages::{
-    after_local_free, give_up_page, needs_after_local_free, page_with_free_block,
+    after_local_free, after_sweep, give_up_page, needs_after_local_free, page_with_free_block,
 };
 use queue::PageQueue;
 
@@ -168,6 +168,9 @@ pub(crate) fn current() -> *const Heap {
 /// bits, so a page owned by a thread of the parent is never taken for a
 /// page of a child's thread whose heap happens to sit at the same address.
 const FORK_GEN_SHIFT: u32 = 48;
+/// Set in the owner id of GC-zone pages (heap addresses are aligned, so the
+/// low bit of an id is otherwise 0); see [`Heap::owner_id`].
+pub(crate) const GC_OWNER_TAG: usize = 1;
 static FORK_GENERATION: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
 
 fn fork_generation() -> usize {
@@ -241,6 +244,30 @@ impl Heap {
     #[inline(always)]
     pub(crate) fn id(&self) -> usize {
         self.id.get()
+    }
+
+    /// The owner id this heap writes into its pages of `zone`. Pages of the
+    /// GC zone carry [`GC_OWNER_TAG`] as well, so the free fast path (which
+    /// compares the owner with [`Heap::id`]) sends every GC-zone free to the
+    /// slow path, where the collector's deferral protocol applies.
+    #[inline]
+    pub(crate) fn owner_id(&self, zone: Zone) -> usize {
+        self.id() | if zone == Zone::Gc { GC_OWNER_TAG } else { 0 }
+    }
+
+    /// The heap a collector must update when it frees blocks of a GC page
+    /// owned by `owner` (tag included), if that heap can still exist.
+    ///
+    /// # Safety
+    /// The world is stopped, or the caller otherwise knows the owner's
+    /// thread cannot exit meanwhile.
+    pub(crate) unsafe fn owner_of_gc_page<'a>(owner: usize) -> Option<&'a Heap> {
+        let id = owner & !GC_OWNER_TAG;
+        if id == 0 {
+            return None;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { Self::from_id(id) }
     }
 
     #[inline(always)]
@@ -348,6 +375,9 @@ impl Heap {
         self.id.set(heap_id(self));
         crate::options::get();
         crate::fork::install_handlers();
+        // Before any lock: from here on, this thread's stack is scanned and
+        // its locked sections defer suspension.
+        crate::thread::register_current();
         REGISTRY.lock.with(|| {
             let me = self as *const Heap as *mut Heap;
             self.next.set(REGISTRY.first.get());
@@ -370,6 +400,8 @@ impl Heap {
         if self.state.get() == DEAD {
             return;
         }
+        crate::gc::on_thread_exit();
+        let deferral = crate::thread::suspend::DeferGuard::new();
         pages::give_up_all(self);
         for zone in PAGE_BACKED {
             let zone_heap = self.zone(zone);
@@ -400,6 +432,8 @@ impl Heap {
             });
         }
         self.state.set(DEAD);
+        drop(deferral);
+        crate::thread::deregister_current();
     }
 }
 

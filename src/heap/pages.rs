@@ -20,6 +20,7 @@ use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::size_class::{self, BIN_COUNT};
 use crate::sync::Ordering;
+use crate::thread::suspend::DeferGuard;
 use crate::Zone;
 
 /// Returns a page of `zone` and `bin` that has a free block, first in its
@@ -30,6 +31,9 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     if !heap.is_active() {
         heap.activate();
     }
+    // The collector's sweep updates GC pages and queues of stopped threads:
+    // no thread may be stopped halfway through a page slow path.
+    let _deferral = DeferGuard::new();
     free_delayed(heap);
     let zone_heap = heap.zone(zone);
     let queue = &zone_heap.queues[bin];
@@ -146,6 +150,7 @@ fn stays_when_unused(page: &Page) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
+    let _deferral = DeferGuard::new();
     let zone_heap = heap.zone(zone);
     if page.in_full.get() {
         unfull(zone_heap, page);
@@ -169,6 +174,20 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     }
 }
 
+/// After the collector freed blocks of a GC page that `heap` owns (world
+/// stopped): a full page goes back to its queue, an unused one to its
+/// segment. Only GC-zone structures are touched: the owner may be stopped
+/// anywhere outside its slow paths, including in a manual-zone fast path.
+pub(crate) fn after_sweep(heap: &Heap, page: &Page) {
+    let zone_heap = heap.zone(Zone::Gc);
+    if page.in_full.get() {
+        unfull(zone_heap, page);
+    }
+    if page.is_unused() {
+        retire(heap, zone_heap, page);
+    }
+}
+
 /// Returns an unused page in one of the heap's queues to its segment.
 fn retire(heap: &Heap, zone_heap: &ZoneHeap, page: &Page) {
     heap.forget_emptied(page);
@@ -186,7 +205,7 @@ fn adopt_abandoned(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page>
     while let Some(page) = ABANDONED.pop(pool_list(zone, bin)) {
         // SAFETY: the pool hands over ownership of a valid page.
         let page = unsafe { &*page };
-        page.owner.store(heap.id(), Ordering::Relaxed);
+        page.owner.store(heap.owner_id(zone), Ordering::Relaxed);
         thread_free::set_state(&page.thread_free, State::Normal, true);
         if page_has_free_block(page) {
             return Some(page);
@@ -211,7 +230,7 @@ fn fresh_page(heap: &Heap, zone: Zone, bin: usize) -> Option<&'static Page> {
     let (page, area, len, zeroed) = segment::page_alloc(zone, size_class::page_kind_of(bin))?;
     // SAFETY: page_alloc hands us an unused page record in a live segment.
     let page = unsafe { &*page.as_ptr() };
-    page.init(bin, area, len, heap.id(), zeroed);
+    page.init(bin, area, len, heap.owner_id(zone), zeroed);
     page.extend();
     Some(page)
 }
@@ -261,6 +280,7 @@ fn abandon(heap: &Heap, zone: Zone, page: &Page) {
 /// After a dead thread (see `Heap::is_dead`) allocated from `page`, give the
 /// page up again.
 pub(crate) fn give_up_page(heap: &Heap, zone: Zone, page: &Page) {
+    let _deferral = DeferGuard::new();
     let zone_heap = heap.zone(zone);
     let bin = page.bin.get() as usize;
     zone_heap.queues[bin].remove(page);
@@ -301,11 +321,11 @@ pub(crate) fn give_up_all(heap: &Heap) {
 /// (they do not exist here) are ended, or the owner would wait for them
 /// forever; the blocks they were handing over are lost to the child.
 pub(crate) fn after_fork_in_child(heap: &Heap) {
-    let retag = |page: &Page| {
-        page.owner.store(heap.id(), Ordering::Relaxed);
-        thread_free::reset_after_fork(&page.thread_free);
-    };
     for zone in PAGE_BACKED {
+        let retag = |page: &Page| {
+            page.owner.store(heap.owner_id(zone), Ordering::Relaxed);
+            thread_free::reset_after_fork(&page.thread_free);
+        };
         let zone_heap = heap.zone(zone);
         zone_heap
             .queues

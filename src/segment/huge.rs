@@ -171,6 +171,7 @@ pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull
         map::register(map::map(), base, old_mapping >> SEGMENT_SHIFT, true);
         return None;
     };
+    super::note_mapped(new_base.as_ptr() as usize, new_mapping);
     let delta = new_mapping as isize - old_mapping as isize;
     stats::account(zone, delta, delta);
     let seg = new_base.as_ptr().cast::<Segment>();

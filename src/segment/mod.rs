@@ -33,7 +33,7 @@ mod pool;
 use crate::os;
 use crate::page::Page;
 use crate::size_class::{self, PageKind, PAGE_ALIGN_MIN};
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::Zone;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -86,6 +86,9 @@ pub(crate) struct Segment {
     pub(crate) pages: [Page; MAX_PAGES],
     pub(crate) alloc_bitmap: [AtomicU64; BITMAP_WORDS],
     pub(crate) mark_bitmap: [AtomicU64; BITMAP_WORDS],
+    /// GC zone only: set for blocks that hold no pointers (never scanned).
+    /// Written by the block's allocator when it hands the block out.
+    pub(crate) no_scan_bitmap: [AtomicU64; BITMAP_WORDS],
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SIZE);
@@ -128,9 +131,30 @@ impl Segment {
 
     /// The mark-bitmap word and bit of the granule at `addr`.
     #[inline(always)]
-    #[allow(dead_code)] // used by the collector
     pub(crate) fn mark_bit(&self, addr: usize) -> (&AtomicU64, u64) {
         bit_in(&self.mark_bitmap, addr & SEGMENT_MASK)
+    }
+
+    /// The no-scan-bitmap word and bit of the granule at `addr`.
+    #[inline(always)]
+    pub(crate) fn no_scan_bit(&self, addr: usize) -> (&AtomicU64, u64) {
+        bit_in(&self.no_scan_bitmap, addr & SEGMENT_MASK)
+    }
+
+    /// Whether this is the header of a huge block's mapping.
+    #[inline]
+    pub(crate) fn is_huge(&self) -> bool {
+        self.kind == PageKind::Huge
+    }
+
+    /// The page records in use by this segment's kind.
+    pub(crate) fn page_records(&self) -> &[Page] {
+        let count = match self.kind {
+            PageKind::Small => MAX_PAGES,
+            PageKind::Medium => SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT,
+            _ => 1,
+        };
+        &self.pages[..count]
     }
 
     /// Block area of page `index`: `(start, length)`.
@@ -177,12 +201,48 @@ pub(crate) fn segment_of_page(page: &Page) -> &Segment {
 /// indexing past the map.
 fn map_mappable(size: usize, align: usize) -> Option<NonNull<u8>> {
     let base = os::map_aligned(size, align)?;
-    if (base.as_ptr() as usize).checked_add(size)? >> SEGMENT_SHIFT > map::MAP_ENTRIES {
+    let start = base.as_ptr() as usize;
+    if start.checked_add(size)? >> SEGMENT_SHIFT > map::MAP_ENTRIES {
         // SAFETY: the mapping was just made and never handed out.
         unsafe { os::unmap(base, size) };
         return None;
     }
+    note_mapped(start, size);
     Some(base)
+}
+
+/// Widens the bounds that [`for_each_segment`] walks to cover a mapping.
+fn note_mapped(start: usize, size: usize) {
+    MAPPED_LOW.fetch_min(start, Ordering::Relaxed);
+    MAPPED_HIGH.fetch_max(start + size, Ordering::Relaxed);
+}
+
+/// Bounds of every address range zonal ever mapped for segments and huge
+/// blocks (the segment map only has entries between them).
+static MAPPED_LOW: AtomicUsize = AtomicUsize::new(usize::MAX);
+static MAPPED_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls `f` on every published segment and huge mapping, in address order,
+/// by walking the segment map between the bounds of zonal's mappings.
+///
+/// The caller keeps the segments it is given mapped while it uses them: a
+/// collector with the world stopped and the pool lock held (the only other
+/// ways a segment goes away are excluded; see `gc`).
+pub(crate) fn for_each_segment(mut f: impl FnMut(&Segment)) {
+    let low = MAPPED_LOW.load(Ordering::Relaxed);
+    let high = MAPPED_HIGH.load(Ordering::Relaxed);
+    if low >= high {
+        return;
+    }
+    let map = map::map();
+    for chunk in (low >> SEGMENT_SHIFT)..=((high - 1) >> SEGMENT_SHIFT) {
+        let entry = map[chunk].load(Ordering::Acquire);
+        if entry == map::SEGMENT || entry == map::HUGE {
+            // SAFETY: the map says a segment or huge mapping starts here,
+            // and the caller keeps it mapped.
+            f(unsafe { Segment::at(chunk << SEGMENT_SHIFT) });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! One collection, start to end, and the trigger that decides when the
+//! next one runs.
+//!
+//! Lock order (every path that takes more than one of these takes them in
+//! this order): the dynamic linker's lock (a collection runs inside a
+//! `dl_iterate_phdr` callback, so no object is loaded or unloaded while its
+//! data is scanned), [`COLLECTION`], the thread registry, the pool.
+//!
+//! 1. stop every other registered thread (`thread::suspend`);
+//! 2. with the pool locked: clear the marks, mark from the roots
+//!    (`roots`), clear weak links to unmarked objects (`weak`), find the
+//!    finalizable objects that are ready and keep them (`finalize`);
+//! 3. sweep (`sweep`), resume the world;
+//! 4. record statistics and set the next trigger.
+//!
+//! The trigger follows Boehm's free-space divisor: the next collection
+//! comes after `max(minimum, (2 * scannable live + atomic live / 4 + roots)
+//! / 3)` more bytes of GC allocation, so the work of a collection (which is
+//! proportional to what it scans) is paid for by a proportional amount of
+//! allocation, and GC work per allocated byte stays bounded.
+
+use super::mark::Marker;
+use super::{finalize, roots, sweep, weak};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::thread::{self, suspend};
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+
+/// Held for a whole collection; also taken by threads that are not
+/// registered (whose work the stop cannot exclude) around GC-zone
+/// operations and huge-block releases.
+pub(crate) static COLLECTION: SpinLock = SpinLock::new();
+
+struct MarkerCell(UnsafeCell<Marker>);
+// SAFETY: only used with `COLLECTION` held.
+unsafe impl Sync for MarkerCell {}
+static MARKER: MarkerCell = MarkerCell(UnsafeCell::new(Marker::new()));
+
+/// GC-zone bytes allocated since the last collection (flushed from the
+/// threads in batches, see `gc::alloc`).
+pub(crate) static ALLOCATED_SINCE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of GC allocation that start the next collection.
+pub(crate) static TRIGGER: AtomicUsize = AtomicUsize::new(0);
+/// The user's minimum (`gc::set_threshold`), 0 for the option's default.
+pub(crate) static MIN_THRESHOLD: AtomicUsize = AtomicUsize::new(0);
+/// Disable guards alive.
+pub(crate) static DISABLED: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) static COLLECTIONS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PAUSE_LAST_NS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PAUSE_MAX_NS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PAUSE_TOTAL_NS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LIVE_AFTER: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BYTES_FREED: AtomicU64 = AtomicU64::new(0);
+
+/// The minimum bytes between automatic collections.
+pub(crate) fn min_threshold() -> usize {
+    match MIN_THRESHOLD.load(Ordering::Relaxed) {
+        0 => crate::options::get().gc_min_threshold,
+        bytes => bytes,
+    }
+}
+
+/// The current trigger (the minimum until the first collection).
+pub(crate) fn trigger() -> usize {
+    TRIGGER.load(Ordering::Relaxed).max(min_threshold())
+}
+
+/// Runs a full collection now, unless collections are disabled and this one
+/// is automatic. Must not be called inside a deferral section or with a
+/// zonal lock held.
+pub(crate) fn collect(automatic: bool) {
+    if automatic && (DISABLED.load(Ordering::Relaxed) > 0 || crate::options::get().gc_disable) {
+        return;
+    }
+    thread::register_current();
+    // The collection runs in the callback, with the linker's lock held.
+    unsafe extern "C" fn first_object_only(
+        _info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut c_void,
+    ) -> libc::c_int {
+        collect_with_linker_locked();
+        1
+    }
+    // SAFETY: the callback matches the expected type and ignores its
+    // arguments; returning 1 ends the iteration after the first object.
+    unsafe { libc::dl_iterate_phdr(Some(first_object_only), core::ptr::null_mut()) };
+}
+
+fn collect_with_linker_locked() {
+    COLLECTION.lock();
+    let Some(me) = thread::current() else {
+        COLLECTION.unlock();
+        return;
+    };
+    thread::lock().lock();
+    let start = std::time::Instant::now();
+    let epoch = suspend::stop_world();
+    // SAFETY: `COLLECTION` is held: nobody else uses the marker.
+    let marker = unsafe { &mut *MARKER.0.get() };
+    crate::segment::pool_lock().lock();
+    marker.begin(crate::options::get().gc_mark_stack);
+    roots::mark_all(marker, me);
+    marker.finish();
+    weak::clear_unreachable();
+    finalize::find_ready(marker);
+    marker.finish();
+    crate::segment::pool_lock().unlock();
+    let swept = sweep::sweep_all();
+    suspend::resume_world(epoch);
+    let pause = start.elapsed().as_nanos() as u64;
+    thread::lock().unlock();
+    record(marker, swept, pause);
+    COLLECTION.unlock();
+}
+
+fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
+    COLLECTIONS.fetch_add(1, Ordering::Relaxed);
+    PAUSE_LAST_NS.store(pause_ns, Ordering::Relaxed);
+    PAUSE_MAX_NS.fetch_max(pause_ns, Ordering::Relaxed);
+    PAUSE_TOTAL_NS.fetch_add(pause_ns, Ordering::Relaxed);
+    LIVE_AFTER.store(marker.marked_bytes as u64, Ordering::Relaxed);
+    BYTES_FREED.fetch_add(swept.bytes, Ordering::Relaxed);
+    let atomic = marker.marked_bytes - marker.marked_scannable_bytes;
+    let work = 2 * marker.marked_scannable_bytes + atomic / 4 + marker.root_bytes;
+    TRIGGER.store(work / 3, Ordering::Relaxed);
+    ALLOCATED_SINCE.store(0, Ordering::Relaxed);
+}

@@ -1,0 +1,102 @@
+//! Sweeping: every allocated GC block that marking did not reach goes back
+//! to its page; pages left with no block go back to their segments (whose
+//! memory the pool then decommits, see `segment::pool`); unreachable huge
+//! blocks are unmapped.
+//!
+//! Sweeping runs with the world stopped (but the pool lock released: giving
+//! pages back takes it). A page's free lists are owner-private, but its
+//! owner is stopped outside every GC-zone operation (they all defer
+//! suspension) and GC pages never use the cross-thread free list (see
+//! `free`), so the collector may act as the owner: freed blocks go on the
+//! page's local free list with their allocation bits cleared, exactly as
+//! the owner's own free would leave them. Queues are only touched through
+//! [`heap::after_sweep`], which keeps to GC-zone structures.
+//!
+//! Sweeping is bitmap-driven: per 64 granules, `alloc & !mark` names the
+//! garbage, so a page with no garbage costs a few word operations.
+
+use crate::heap::{self, Heap};
+use crate::page::thread_free::Block;
+use crate::page::Page;
+use crate::segment::{self, map, Segment};
+use crate::size_class::GRANULE;
+use crate::sync::Ordering;
+use crate::{stats, Zone};
+
+/// What a sweep freed.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Swept {
+    pub(crate) blocks: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Sweeps every GC segment.
+pub(crate) fn sweep_all() -> Swept {
+    let mut swept = Swept::default();
+    segment::for_each_segment(|seg| {
+        if seg.zone != Zone::Gc {
+            return;
+        }
+        if seg.is_huge() {
+            sweep_huge(seg, &mut swept);
+            return;
+        }
+        let base = seg.base();
+        for page in seg.page_records() {
+            // Retiring a page can release (and, with a zero-sized cache,
+            // unmap) the whole segment: stop once it left the map.
+            if map::entry(map::map(), base) != map::SEGMENT {
+                break;
+            }
+            if page.in_use.get() && page.block_size.get() != 0 {
+                sweep_page(seg, page, &mut swept);
+            }
+        }
+    });
+    stats::add_collected(Zone::Gc, swept.blocks, swept.bytes);
+    swept
+}
+
+fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
+    let block_size = page.block_size.get();
+    let mut freed = 0u64;
+    for word in super::mark::bitmap_words(seg, page) {
+        let alloc = seg.alloc_bitmap[word].load(Ordering::Relaxed);
+        let mut garbage = alloc & !seg.mark_bitmap[word].load(Ordering::Relaxed);
+        if garbage == 0 {
+            continue;
+        }
+        seg.alloc_bitmap[word].store(alloc & !garbage, Ordering::Relaxed);
+        while garbage != 0 {
+            let bit = garbage.trailing_zeros() as usize;
+            garbage &= garbage - 1;
+            let block = seg.base() + (word * 64 + bit) * GRANULE;
+            page.push_local(block as *mut Block);
+            freed += 1;
+        }
+    }
+    if freed == 0 {
+        return;
+    }
+    swept.blocks += freed;
+    swept.bytes += freed * block_size as u64;
+    // SAFETY: the world is stopped, so the owner's thread cannot exit.
+    if let Some(owner) = unsafe { Heap::owner_of_gc_page(page.owner.load(Ordering::Relaxed)) } {
+        heap::after_sweep(owner, page);
+    }
+    // An abandoned page (no owner) keeps its freed blocks on its local
+    // list; whoever adopts or reclaims it collects them.
+}
+
+fn sweep_huge(seg: &Segment, swept: &mut Swept) {
+    let page = &seg.pages[0];
+    let start = page.area.get() as usize;
+    if page.used.get() != 1 || super::mark::is_marked(start) {
+        return;
+    }
+    swept.blocks += 1;
+    swept.bytes += page.block_size.get() as u64;
+    // SAFETY: the block is live (used == 1), unreachable, and nobody can
+    // reach it any more: it was not marked.
+    unsafe { segment::huge_free(page) };
+}
