@@ -234,9 +234,11 @@ pub(crate) fn for_each_segment(mut f: impl FnMut(&Segment)) {
     if low >= high {
         return;
     }
-    let map = map::map();
-    for chunk in (low >> SEGMENT_SHIFT)..=((high - 1) >> SEGMENT_SHIFT) {
-        let entry = map[chunk].load(Ordering::Acquire);
+    let first = low >> SEGMENT_SHIFT;
+    let last = (high - 1) >> SEGMENT_SHIFT;
+    for (chunk, entry) in map::map()[first..=last].iter().enumerate() {
+        let chunk = first + chunk;
+        let entry = entry.load(Ordering::Acquire);
         if entry == map::SEGMENT || entry == map::HUGE {
             // SAFETY: the map says a segment or huge mapping starts here,
             // and the caller keeps it mapped.
