@@ -66,6 +66,16 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     NonNull::new(aligned as *mut u8)
 }
 
+/// Reserves `size` bytes (a multiple of `OS_PAGE`) of zeroed read-write
+/// memory that the kernel commits page by page as it is first written: for
+/// tables whose size is only bounded, not known (the collector's). Counts
+/// as reserved only; kept for the life of the process.
+pub(crate) fn map_lazy(size: usize) -> Option<NonNull<u8>> {
+    let base = map_raw(size)?;
+    RESERVED.fetch_add(size, Ordering::Relaxed);
+    Some(base)
+}
+
 /// Asks the kernel to back `[base, base + size)` with transparent huge pages
 /// (2 MiB: one page fault instead of 512) or, with `huge == false`, not to.
 /// Only advice: failure (a kernel without THP) changes nothing.

@@ -155,7 +155,7 @@ impl<T: 'static> Gc<T> {
     /// ```
     ///
     /// # Panics
-    /// If the table of weak links is full (16 million live links).
+    /// If the table of weak links is full (4 million live links).
     pub fn downgrade(this: Gc<T>) -> GcWeak<T> {
         let address = this.ptr.as_ptr() as usize;
         let link = weak::create(address, address).expect("zonal: the table of weak links is full");

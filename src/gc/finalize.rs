@@ -54,8 +54,8 @@ unsafe impl Sync for Tables {}
 
 static TABLES: Tables = Tables {
     lock: SpinLock::new(),
-    registered: UnsafeCell::new(MappedVec::new(1 << 26)),
-    ready: UnsafeCell::new(MappedVec::new(1 << 26)),
+    registered: UnsafeCell::new(MappedVec::new(1 << 22)),
+    ready: UnsafeCell::new(MappedVec::new(1 << 22)),
 };
 
 pub(crate) static FINALIZERS_RUN: AtomicU64 = AtomicU64::new(0);

@@ -67,7 +67,7 @@ impl<T: Copy> MappedVec<T> {
         let base = match self.base {
             Some(base) => base,
             None => {
-                let Some(mapping) = os::map_aligned(self.bytes(), os::OS_PAGE) else {
+                let Some(mapping) = os::map_lazy(self.bytes()) else {
                     return false;
                 };
                 let base = mapping.cast::<T>();

@@ -41,8 +41,8 @@ unsafe impl Sync for Table {}
 
 static TABLE: Table = Table {
     lock: SpinLock::new(),
-    links: UnsafeCell::new(MappedVec::new(1 << 24)),
-    free: UnsafeCell::new(MappedVec::new(1 << 24)),
+    links: UnsafeCell::new(MappedVec::new(1 << 22)),
+    free: UnsafeCell::new(MappedVec::new(1 << 22)),
 };
 
 fn with_table<R>(f: impl FnOnce(&mut MappedVec<Link>, &mut MappedVec<u32>) -> R) -> R {
