@@ -83,4 +83,7 @@ pub mod loom_api {
 
     #[path = "segment/map.rs"]
     pub mod map;
+
+    #[path = "thread/handshake.rs"]
+    pub mod handshake;
 }

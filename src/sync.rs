@@ -14,9 +14,7 @@
 #[cfg(loom)]
 pub use loom_shim::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
-};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize};
 
 pub(crate) use std::sync::atomic::Ordering;
 

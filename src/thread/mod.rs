@@ -20,6 +20,7 @@
 //!   and not changed while it is;
 //! * zonal's own metadata (this table included) is never scanned as a root.
 
+pub(crate) mod handshake;
 pub(crate) mod suspend;
 
 use crate::sync::{AtomicU64, AtomicU8, AtomicUsize, Ordering, SpinLock};
@@ -52,7 +53,7 @@ pub(crate) struct ThreadRecord {
     tls: [(AtomicUsize, AtomicUsize); MAX_TLS_RANGES],
     tls_count: AtomicUsize,
     /// The suspension handshake (see `suspend`).
-    pub(crate) handshake: suspend::Handshake,
+    pub(crate) handshake: handshake::Handshake,
 }
 
 impl ThreadRecord {
@@ -65,7 +66,7 @@ impl ThreadRecord {
             stack_low: AtomicUsize::new(0),
             tls: [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_TLS_RANGES],
             tls_count: AtomicUsize::new(0),
-            handshake: suspend::Handshake::new(),
+            handshake: handshake::Handshake::new(),
         }
     }
 

@@ -37,9 +37,9 @@
 //! options (`ZONAL_GC_SUSPEND_SIGNAL`, `ZONAL_GC_RESUME_SIGNAL`; `SIGPWR`
 //! and `SIGXCPU` by default, as in bdwgc).
 
+use super::handshake::{Handshake, OnSignal};
 use super::ThreadRecord;
-use crate::sync::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use core::sync::atomic::compiler_fence;
+use crate::sync::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 /// The epoch of the stop in progress, 0 when none.
 static STOP_REQUEST: AtomicU64 = AtomicU64::new(0);
@@ -51,59 +51,6 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// How long the collector waits for an acknowledgement before it sends the
 /// suspend signal again.
 const RESEND_AFTER_MS: u64 = 20;
-
-/// A thread's side of the handshake.
-pub(crate) struct Handshake {
-    /// Nesting depth of deferral sections (own thread only).
-    depth: AtomicU32,
-    /// A suspend request arrived inside a deferral section (own thread only).
-    pending: AtomicBool,
-    /// The stack pointer at which the thread stopped.
-    stopped_sp: AtomicUsize,
-    /// The last stop epoch this thread acknowledged.
-    acked_epoch: AtomicU64,
-}
-
-impl Handshake {
-    pub(crate) const fn new() -> Self {
-        Handshake {
-            depth: AtomicU32::new(0),
-            pending: AtomicBool::new(false),
-            stopped_sp: AtomicUsize::new(0),
-            acked_epoch: AtomicU64::new(0),
-        }
-    }
-
-    pub(super) fn reset(&self) {
-        self.depth.store(0, Ordering::Relaxed);
-        self.pending.store(false, Ordering::Relaxed);
-        self.acked_epoch.store(0, Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn enter(&self) {
-        self.depth
-            .store(self.depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-    }
-
-    #[inline]
-    fn leave(&self) {
-        compiler_fence(Ordering::SeqCst);
-        let depth = self.depth.load(Ordering::Relaxed) - 1;
-        self.depth.store(depth, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        if depth == 0 && self.pending.load(Ordering::Relaxed) {
-            self.pending.store(false, Ordering::Relaxed);
-            park_here(self);
-        }
-    }
-
-    /// Where the stopped thread's stack ends (valid while stopped).
-    pub(crate) fn stopped_sp(&self) -> usize {
-        self.stopped_sp.load(Ordering::Relaxed)
-    }
-}
 
 /// While alive, the calling thread is not suspended by a collection (a
 /// request that arrives meanwhile is served when the outermost guard
@@ -134,7 +81,9 @@ impl DeferGuard {
     /// Leaves the section `record` entered (see [`DeferGuard::into_record`]).
     pub(crate) fn leave(record: Option<&'static ThreadRecord>) {
         if let Some(record) = record {
-            record.handshake.leave();
+            if record.handshake.leave() {
+                park_here(&record.handshake);
+            }
         }
     }
 }
@@ -195,13 +144,8 @@ extern "C" fn on_suspend_signal(_signal: libc::c_int) {
     if request != 0 {
         // SAFETY: pthread_self is async-signal-safe.
         if let Some(record) = super::find(unsafe { libc::pthread_self() }) {
-            let handshake = &record.handshake;
-            if handshake.acked_epoch.load(Ordering::Relaxed) != request {
-                if handshake.depth.load(Ordering::Relaxed) > 0 {
-                    handshake.pending.store(true, Ordering::Relaxed);
-                } else {
-                    wait_while_stopped(handshake, request);
-                }
+            if record.handshake.on_signal(request) == OnSignal::Stop {
+                wait_while_stopped(&record.handshake, request);
             }
         }
     }
@@ -216,7 +160,7 @@ extern "C" fn on_suspend_signal(_signal: libc::c_int) {
 #[inline(never)]
 fn park_here(handshake: &Handshake) {
     let request = STOP_REQUEST.load(Ordering::Acquire);
-    if request == 0 || handshake.acked_epoch.load(Ordering::Relaxed) == request {
+    if !handshake.needs_stop(request) {
         return;
     }
     // SAFETY: the sets are initialised by sigemptyset before use.
@@ -240,10 +184,7 @@ fn wait_while_stopped(handshake: &Handshake, request: u64) {
     // on the stack, below which nothing is scanned. (Caller-saved ones are
     // already on the stack, in the signal frame or the callers' frames.)
     let registers = spill_registers();
-    handshake
-        .stopped_sp
-        .store(registers.as_ptr() as usize, Ordering::Relaxed);
-    handshake.acked_epoch.store(request, Ordering::Release);
+    handshake.acknowledge(request, registers.as_ptr() as usize);
     // SAFETY: the set is initialised by sigfillset before use.
     unsafe {
         let mut wait_mask: libc::sigset_t = core::mem::zeroed();
@@ -315,7 +256,7 @@ pub(crate) fn stop_world() -> u64 {
     loop {
         let mut waiting = 0;
         others(&mut |record| {
-            if record.handshake.acked_epoch.load(Ordering::Acquire) != epoch {
+            if !record.handshake.acknowledged(epoch) {
                 waiting += 1;
             }
         });
@@ -327,7 +268,7 @@ pub(crate) fn stop_world() -> u64 {
         if now - last_send >= RESEND_AFTER_MS {
             last_send = now;
             others(&mut |record| {
-                if record.handshake.acked_epoch.load(Ordering::Acquire) != epoch {
+                if !record.handshake.acknowledged(epoch) {
                     send(record, signal);
                 }
             });
