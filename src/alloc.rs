@@ -59,7 +59,7 @@ fn mark_allocated(addr: usize) {
 /// Pops a block from the free list of `page` (the empty page, or one this
 /// thread owns), if it has one.
 #[inline(always)]
-fn pop_block(page: &Page) -> Option<*mut u8> {
+pub(crate) fn pop_block(page: &Page) -> Option<*mut u8> {
     let block = page.free.get();
     if block.is_null() {
         return None;

@@ -144,7 +144,9 @@ impl Marker {
             return;
         }
         let offset = candidate - area;
-        let index = offset / block_size;
+        // Both fit in 32 bits (a page lies within its 4 MiB segment), and a
+        // 32-bit division is several times cheaper than a 64-bit one.
+        let index = (offset as u32 / block_size as u32) as usize;
         let blocks = page.capacity.get() as usize;
         if index < blocks {
             self.mark_block(seg, area + index * block_size, block_size);

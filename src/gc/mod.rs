@@ -64,13 +64,110 @@ pub(crate) enum Scan {
 const FLUSH_BYTES: usize = 64 * 1024;
 
 std::thread_local! {
-    /// GC bytes allocated by this thread and not yet flushed.
+    /// GC bytes allocated by an unregistered thread and not yet flushed
+    /// (registered threads count in their record).
     static UNFLUSHED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Allocates a GC block of at least `size` bytes aligned to `align`; null
 /// when out of memory even after a collection.
+///
+/// The fast path — a registered thread, a small size, a block in the
+/// direct table's page — is a pop like the manual zone's, inside a
+/// deferral section, plus clearing the block and setting its no-scan bit.
+#[inline]
 pub(crate) fn alloc(size: usize, align: usize, scan: Scan) -> *mut u8 {
+    // One byte more than asked (see `alloc_block`).
+    let request = size.wrapping_add(1);
+    if request <= size_class::SMALL_DIRECT_MAX && align <= size_class::GRANULE {
+        if let Some(record) = thread::current() {
+            record.handshake.enter();
+            // SAFETY: the thread's heap outlives this call.
+            let heap = unsafe { &*heap::current() };
+            let zone_heap = heap.zone(Zone::Gc);
+            let slot = (request + size_class::GRANULE - 1) >> size_class::GRANULE_SHIFT;
+            // SAFETY: direct-table entries always point at a valid page.
+            let page = unsafe { &*zone_heap.direct[slot].get() };
+            if let Some(block) = crate::alloc::pop_block(page) {
+                let bytes = page.block_size.get();
+                prepare_block(page, block, bytes, scan);
+                zone_heap.counters.on_alloc(bytes);
+                if record.handshake.leave() {
+                    thread::suspend::serve_deferred_stop(record);
+                }
+                count_allocated(record, bytes);
+                return block;
+            }
+            if record.handshake.leave() {
+                thread::suspend::serve_deferred_stop(record);
+            }
+        }
+    }
+    alloc_slow(size, align, scan)
+}
+
+/// Clears a small block fresh from its page's free list (if it may hold
+/// stale bits) and sets its no-scan bit.
+#[inline(always)]
+fn prepare_block(page: &Page, block: *mut u8, bytes: usize, scan: Scan) {
+    if scan == Scan::Conservative {
+        if page.free_is_zero.get() {
+            // Only the free-list link was written into the block.
+            // SAFETY: the block is ours and at least one word long.
+            unsafe { block.cast::<usize>().write(0) };
+        } else {
+            // SAFETY: the block is ours and `bytes` (a multiple of 16) long.
+            unsafe { zero_words(block, bytes) };
+        }
+    }
+    // SAFETY: the block lies in a live GC segment.
+    let seg = unsafe { Segment::at(block as usize & !crate::segment::SEGMENT_MASK) };
+    let (word, bit) = seg.no_scan_bit(block as usize);
+    let bits = word.load(Ordering::Relaxed);
+    let bits = match scan {
+        Scan::Conservative => bits & !bit,
+        Scan::Atomic => bits | bit,
+    };
+    word.store(bits, Ordering::Relaxed);
+}
+
+/// Zeroes `bytes` (a multiple of 16) at `block`: inline word stores for
+/// small blocks, `memset` beyond.
+///
+/// # Safety
+/// `block` must be valid for `bytes` bytes of writes and 16-aligned.
+#[inline(always)]
+unsafe fn zero_words(block: *mut u8, bytes: usize) {
+    if bytes <= 128 {
+        // Volatile, or the compiler turns the loop back into a `memset`
+        // call, which costs more than the stores for a few words.
+        let pairs = block.cast::<u128>();
+        for i in 0..bytes / 16 {
+            // SAFETY: within the block, by the contract; 16-aligned.
+            unsafe { pairs.add(i).write_volatile(0) };
+        }
+    } else {
+        // SAFETY: by the contract.
+        unsafe { core::ptr::write_bytes(block, 0, bytes) };
+    }
+}
+
+/// Counts `bytes` of GC allocation by a registered thread towards the next
+/// automatic collection (see [`note_allocated`]).
+#[inline(always)]
+fn count_allocated(record: &thread::ThreadRecord, bytes: usize) {
+    let total = record.gc_unflushed.load(Ordering::Relaxed) + bytes;
+    if total < FLUSH_BYTES {
+        record.gc_unflushed.store(total, Ordering::Relaxed);
+        return;
+    }
+    record.gc_unflushed.store(0, Ordering::Relaxed);
+    flush_allocated(total);
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize, align: usize, scan: Scan) -> *mut u8 {
     let mut block = alloc_once(size, align, scan);
     if block.is_null() {
         collect::collect(false);
@@ -131,7 +228,12 @@ fn alloc_block(heap: &Heap, size: usize, align: usize, scan: Scan) -> (*mut u8, 
 
 /// Counts GC allocation towards the next automatic collection, and runs it
 /// when it is due (after the allocation is complete and no lock is held).
+/// Threads add to a count of their own and flush it to the shared count
+/// every [`FLUSH_BYTES`].
 fn note_allocated(bytes: usize) {
+    if let Some(record) = thread::current() {
+        return count_allocated(record, bytes);
+    }
     let Ok(unflushed) = UNFLUSHED.try_with(|u| {
         let total = u.get() + bytes;
         u.set(if total >= FLUSH_BYTES { 0 } else { total });
@@ -139,10 +241,14 @@ fn note_allocated(bytes: usize) {
     }) else {
         return;
     };
-    if unflushed < FLUSH_BYTES {
-        return;
+    if unflushed >= FLUSH_BYTES {
+        flush_allocated(unflushed);
     }
-    let since = collect::ALLOCATED_SINCE.fetch_add(unflushed, Ordering::Relaxed) + unflushed;
+}
+
+#[cold]
+fn flush_allocated(bytes: usize) {
+    let since = collect::ALLOCATED_SINCE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     if since >= collect::trigger() {
         collect::collect(true);
     }

@@ -54,6 +54,9 @@ pub(crate) struct ThreadRecord {
     tls_count: AtomicUsize,
     /// The suspension handshake (see `suspend`).
     pub(crate) handshake: handshake::Handshake,
+    /// GC-zone bytes this thread allocated and has not yet added to the
+    /// collector's shared count (own thread only; see `gc`).
+    pub(crate) gc_unflushed: AtomicUsize,
 }
 
 impl ThreadRecord {
@@ -67,6 +70,7 @@ impl ThreadRecord {
             tls: [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_TLS_RANGES],
             tls_count: AtomicUsize::new(0),
             handshake: handshake::Handshake::new(),
+            gc_unflushed: AtomicUsize::new(0),
         }
     }
 

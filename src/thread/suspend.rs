@@ -95,6 +95,14 @@ impl Drop for DeferGuard {
     }
 }
 
+/// Serves a stop request that arrived inside the deferral section `record`
+/// just left (for code that drives the handshake itself, as the GC
+/// allocation fast path does).
+#[cold]
+pub(crate) fn serve_deferred_stop(record: &ThreadRecord) {
+    park_here(&record.handshake);
+}
+
 /// Runs `f` inside a deferral section.
 #[inline]
 #[allow(dead_code)] // for zones whose operations are not behind a lock
