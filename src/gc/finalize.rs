@@ -77,14 +77,18 @@ fn with_tables<R>(
 /// if the table is full.
 pub(crate) fn register(object: usize, drop: unsafe fn(*mut u8)) -> bool {
     thread::register_current();
-    let Some(me) = thread::current() else {
-        return false;
+    // A thread that can no longer register (it is exiting: this is a late
+    // TLS destructor) gets serial 0, which is never live: its object will
+    // be freed without its finalizer, like those of any exited thread.
+    let (thread_slot, thread_serial) = match thread::current() {
+        Some(me) => (me.slot(), me.serial.load(Ordering::Relaxed)),
+        None => (0, 0),
     };
     let entry = Finalizable {
         object,
         drop,
-        thread_slot: me.slot(),
-        thread_serial: me.serial.load(Ordering::Relaxed),
+        thread_slot,
+        thread_serial,
     };
     with_tables(|registered, _| registered.push(entry))
 }
