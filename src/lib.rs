@@ -46,6 +46,8 @@ mod os;
 #[cfg(not(loom))]
 mod page;
 #[cfg(not(loom))]
+pub mod pinned;
+#[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
 mod size_class;
@@ -60,7 +62,11 @@ pub use api::gc::{Gc, GcAtomicZone, GcWeak, GcZone};
 #[cfg(not(loom))]
 pub use api::global::Zonal;
 #[cfg(not(loom))]
-pub use api::zone::{ManualZone, Zone};
+pub use api::inspect::{checked, inspect, Allocation};
+#[cfg(not(loom))]
+pub use api::zone::{ManualZone, PinnedZone, Zone};
+#[cfg(not(loom))]
+pub use pinned::{pin, PinGuard};
 #[cfg(not(loom))]
 pub use stats::{stats, GcStats, Stats, ZoneStats};
 

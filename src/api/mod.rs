@@ -3,4 +3,5 @@
 
 pub(crate) mod gc;
 pub(crate) mod global;
+pub(crate) mod inspect;
 pub(crate) mod zone;

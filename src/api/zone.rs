@@ -60,13 +60,13 @@ impl core::fmt::Display for Zone {
 pub struct ManualZone;
 
 /// A zero-sized allocation: a dangling pointer aligned for `layout`.
-pub(super) fn dangling(layout: Layout) -> NonNull<[u8]> {
+pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
     // SAFETY: an alignment is never zero.
     let ptr = unsafe { NonNull::new_unchecked(ptr::null_mut::<u8>().wrapping_add(layout.align())) };
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
-pub(super) fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
+pub(crate) fn block(ptr: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
     NonNull::new(ptr)
         .map(|p| NonNull::slice_from_raw_parts(p, len))
         .ok_or(AllocError)
@@ -148,6 +148,24 @@ macro_rules! page_zone_allocator {
 pub(super) use page_zone_allocator;
 
 page_zone_allocator!(ManualZone, crate::Zone::Manual);
+
+/// The pinned zone as an [`Allocator`]: blocks at stable addresses, never
+/// moved and never collected, whose contents the garbage collector scans as
+/// roots (a `Gc` reachable only from pinned memory stays alive). Freed
+/// explicitly, like the manual zone. For page-locked (`mlock`) memory or
+/// zero-on-free, see [`PinnedOptions`](crate::pinned::PinnedOptions).
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// let mut buf: Vec<u8, _> = Vec::with_capacity_in(4096, zonal::PinnedZone);
+/// buf.resize(4096, 0xab);
+/// let found = zonal::inspect(buf.as_ptr()).unwrap();
+/// assert_eq!(found.zone, zonal::Zone::Pinned);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinnedZone;
+
+page_zone_allocator!(PinnedZone, crate::Zone::Pinned);
 
 /// Grow or shrink through `realloc` (in place when the block allows),
 /// handling zero sizes and zero-filling the new tail when asked.
