@@ -206,7 +206,7 @@ fn run_child(
 }
 
 /// Reaps `pid`, returning its wait status and resource usage.
-fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage), String> {
+pub(crate) fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage), String> {
     let mut status = 0;
     // SAFETY: an all-zero `rusage` is valid; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -234,7 +234,7 @@ fn per_cell(
         .collect()
 }
 
-fn median(mut xs: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut xs: Vec<f64>) -> Option<f64> {
     if xs.is_empty() {
         return None;
     }
@@ -248,7 +248,7 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 }
 
 /// The first "model name" of /proc/cpuinfo.
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -261,7 +261,7 @@ fn cpu_model() -> String {
 }
 
 /// The 1-minute load average, from /proc/loadavg.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
@@ -275,7 +275,7 @@ struct RunInfo {
     load_after: String,
 }
 
-fn date_utc() -> String {
+pub(crate) fn date_utc() -> String {
     Command::new("date")
         .arg("-u")
         .output()

@@ -17,6 +17,10 @@
 //! zonal-benches pairs ALLOCATOR|none N
 //!     N malloc+free pairs of 32 bytes after a warm-up, for callgrind
 //!     (`none`: the same loop without the allocator calls)
+//! zonal-benches gc [--quick] [--reps N] [--variants a,b,..] [FILTER..]
+//! zonal-benches gc-run WORKLOAD VARIANT
+//!     the GC group (GCBench, binary-trees): zonal Gc<T>, bdwgc, Box, ManualZone
+//!     (see the `gc` module)
 //! ```
 //!
 //! `run` and `pairs` re-execute themselves with `ZONAL_BENCH_ALLOC` set when
@@ -25,6 +29,7 @@
 
 mod dispatch;
 mod driver;
+mod gc;
 mod rng;
 mod workloads;
 
@@ -45,14 +50,20 @@ usage:
   zonal-benches list
   zonal-benches run WORKLOAD ALLOCATOR [--scale F]
   zonal-benches pairs ALLOCATOR|none N
+  zonal-benches gc [--quick] [--reps N] [--variants a,b,..] [FILTER..]
+  zonal-benches gc-run WORKLOAD VARIANT
+gc variants: zonal-gc, bdwgc, box-system, manual-zone (the default set), bdwgc-par
 allocators: zonal, system, mimalloc, jemalloc
---quick: 3 runs at scale 0.2 (default: 5 runs at scale 1)";
+--quick: 3 runs at scale 0.2 (default: 5 runs at scale 1)
+gc --quick: 1 run of gcbench, binary-trees-16 and -17 (default: 3 runs of all, depths 16-21)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("pairs") => pairs(&args[1..]),
+        Some("gc") => gc::main(&args[1..]),
+        Some("gc-run") => gc::run(&args[1..]),
         Some("list") => {
             for w in WORKLOADS {
                 println!("{:<17} {}", w.name, w.about);
