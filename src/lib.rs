@@ -64,6 +64,8 @@ pub use api::global::Zonal;
 #[cfg(not(loom))]
 pub use api::inspect::{checked, inspect, Allocation};
 #[cfg(not(loom))]
+pub use api::route::{current_zone, with_zone, RouteError};
+#[cfg(not(loom))]
 pub use api::zone::{ManualZone, PinnedZone, Zone};
 #[cfg(not(loom))]
 pub use pinned::{pin, PinGuard};

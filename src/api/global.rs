@@ -3,7 +3,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 
 /// zonal as the global allocator: every `Box`, `Vec`, `String` … of the
-/// program is served by the manual zone.
+/// program is served by the manual zone (or, on a thread inside
+/// [`with_zone`](crate::with_zone), by the zone it routes to).
 ///
 /// ```no_run
 /// #[global_allocator]
@@ -23,12 +24,36 @@ use core::alloc::{GlobalAlloc, Layout};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Zonal;
 
+/// The zone this thread's global allocations go to (`Manual` unless
+/// [`with_zone`](crate::with_zone) routes them elsewhere).
+#[inline(always)]
+fn routed_zone() -> crate::Zone {
+    // SAFETY: the thread's heap outlives this call.
+    unsafe { &*crate::heap::current() }.route()
+}
+
+/// Allocation under a route other than the manual zone, kept out of line so
+/// that the manual fast path stays as small as it was without routing.
+#[cold]
+#[inline(never)]
+fn alloc_routed(zone: crate::Zone, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if zeroed {
+        crate::alloc::alloc_zeroed(zone, size, align)
+    } else {
+        crate::alloc::alloc(zone, size, align)
+    }
+}
+
 // SAFETY: blocks are at least `layout.size()` bytes, aligned to
 // `layout.align()`, and stay valid and disjoint from every other live block
 // until freed; out of memory returns null instead of unwinding.
 unsafe impl GlobalAlloc for Zonal {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let zone = routed_zone();
+        if zone != crate::Zone::Manual {
+            return alloc_routed(zone, layout.size(), layout.align(), false);
+        }
         crate::alloc::alloc(crate::Zone::Manual, layout.size(), layout.align())
     }
 
@@ -41,6 +66,10 @@ unsafe impl GlobalAlloc for Zonal {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let zone = routed_zone();
+        if zone != crate::Zone::Manual {
+            return alloc_routed(zone, layout.size(), layout.align(), true);
+        }
         crate::alloc::alloc_zeroed(crate::Zone::Manual, layout.size(), layout.align())
     }
 

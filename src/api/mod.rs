@@ -4,4 +4,5 @@
 pub(crate) mod gc;
 pub(crate) mod global;
 pub(crate) mod inspect;
+pub(crate) mod route;
 pub(crate) mod zone;

@@ -41,9 +41,9 @@ pub(crate) use pages::{
 use queue::PageQueue;
 
 /// Zones indexed in a heap (all four, so `zone as usize` indexes directly;
-/// the stack zone's slot stays empty).
+/// the stack zone's pages hold the chunks that `stack` carves frames from).
 pub(crate) const PAGE_ZONES: usize = 4;
-const PAGE_BACKED: [Zone; 3] = [Zone::Gc, Zone::Manual, Zone::Pinned];
+const PAGE_BACKED: [Zone; 4] = [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack];
 
 impl Linked for Page {
     fn pool_link(&self) -> &Cell<*mut Page> {
@@ -139,6 +139,10 @@ pub(crate) struct Heap {
     /// Links in the registry of live heaps (registry lock).
     prev: Cell<*mut Heap>,
     next: Cell<*mut Heap>,
+    /// The zone `Zonal` (the global allocator) serves this thread's
+    /// allocations from: `Manual` unless `with_zone` routes them elsewhere
+    /// (never `Stack`).
+    route: Cell<Zone>,
 }
 
 thread_local! {
@@ -235,7 +239,20 @@ impl Heap {
             id: Cell::new(1),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
+            route: Cell::new(Zone::Manual),
         }
+    }
+
+    /// The zone the global allocator serves this thread from (see `route`).
+    #[inline(always)]
+    pub(crate) fn route(&self) -> Zone {
+        self.route.get()
+    }
+
+    /// Routes this thread's global allocations to `zone`; returns the
+    /// previous zone.
+    pub(crate) fn set_route(&self, zone: Zone) -> Zone {
+        self.route.replace(zone)
     }
 
     /// The id written into `Page::owner`: the heap's address tagged with
