@@ -8,8 +8,8 @@
 //!   `PF_W`, minus `PT_GNU_RELRO`), minus zonal's own large tables (the
 //!   segment map and the thread records), which hold no program pointers;
 //! * explicit roots ([`add`], [`remove`]);
-//! * the live blocks of the manual and pinned zones, whole, and the live
-//!   part of the stack zone;
+//! * the live blocks of the manual, pinned and stack zones, whole;
+//! * allocations held by pin guards and FFI handles (`pinned`);
 //! * objects waiting for their finalizer (they must survive until it ran).
 //!
 //! Everything here runs with the world stopped, the thread registry and the
@@ -91,6 +91,10 @@ pub(crate) fn mark_all(marker: &mut Marker, me: &thread::ThreadRecord) {
         }
     });
     mark_zone_contents(marker);
+    crate::pinned::pin::for_each_pinned(|base, _size| {
+        marker.consider(base);
+        marker.drain();
+    });
     super::finalize::mark_pending(marker);
 }
 
@@ -104,10 +108,12 @@ fn mark_own_stack(marker: &mut Marker, me: &thread::ThreadRecord) {
     core::hint::black_box(&registers);
 }
 
-/// Every allocated block of the manual and pinned zones.
+/// Every allocated block of the manual, pinned and stack zones (stack-zone
+/// chunks whole: their dead tails are scanned too, which can only keep
+/// more alive).
 fn mark_zone_contents(marker: &mut Marker) {
     segment::for_each_segment(|seg| {
-        if seg.zone == Zone::Manual || seg.zone == Zone::Pinned {
+        if seg.zone != Zone::Gc {
             for_each_live_block(seg, |start, size| {
                 // SAFETY: a block of a live segment, kept mapped by the pool
                 // lock; its contents are whatever the program wrote.

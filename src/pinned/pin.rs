@@ -199,7 +199,6 @@ pub(crate) unsafe fn remove(record: *mut PinRecord) {
 /// handle) holds and that is still allocated. For the collector, with the
 /// world stopped; the pool lock it holds keeps segments mapped while their
 /// liveness is checked.
-#[allow(dead_code)] // called by the collector's root marking
 pub(crate) fn for_each_pinned(mut f: impl FnMut(usize, usize)) {
     PINS.lock.with(|| {
         let mut record = PINS.first.get();
