@@ -52,6 +52,8 @@ mod segment;
 #[cfg(not(loom))]
 mod size_class;
 #[cfg(not(loom))]
+pub mod stack;
+#[cfg(not(loom))]
 mod stats;
 mod sync;
 #[cfg(not(loom))]

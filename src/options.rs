@@ -17,6 +17,7 @@
 //! | `ZONAL_GC_MIN_THRESHOLD_KIB` | `4096` | GC-zone bytes allocated between automatic collections, at least |
 //! | `ZONAL_GC_MARK_STACK` | `4194304` | entries the collector's mark stack may hold before it falls back to overflow rescans |
 //! | `ZONAL_GC_DISABLE` | `0` | `1`: no automatic collections (explicit `gc::collect` still runs) |
+//! | `ZONAL_STACK_CAP_MIB` | `64` | stack-zone memory one thread may hold (frames' chunks and blocks); beyond it frame allocations fail |
 
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
@@ -34,6 +35,7 @@ static GC_RESUME_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGXCPU as u64);
 static GC_MIN_THRESHOLD_KIB: AtomicU64 = AtomicU64::new(4096);
 static GC_MARK_STACK: AtomicU64 = AtomicU64::new(1 << 22);
 static GC_DISABLE: AtomicU64 = AtomicU64::new(0);
+static STACK_CAP_MIB: AtomicU64 = AtomicU64::new(64);
 
 /// Parsed option values.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +49,7 @@ pub(crate) struct Options {
     pub gc_min_threshold: usize,
     pub gc_mark_stack: usize,
     pub gc_disable: bool,
+    pub stack_cap: usize,
 }
 
 /// Returns the options, reading the environment on first use.
@@ -64,6 +67,7 @@ pub(crate) fn get() -> Options {
         gc_min_threshold: (GC_MIN_THRESHOLD_KIB.load(Ordering::Relaxed) as usize) << 10,
         gc_mark_stack: GC_MARK_STACK.load(Ordering::Relaxed) as usize,
         gc_disable: GC_DISABLE.load(Ordering::Relaxed) != 0,
+        stack_cap: (STACK_CAP_MIB.load(Ordering::Relaxed) as usize) << 20,
     }
 }
 
@@ -116,6 +120,9 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_GC_DISABLE") {
         GC_DISABLE.store(v, Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_STACK_CAP_MIB") {
+        STACK_CAP_MIB.store(v.min(1 << 30), Ordering::Relaxed);
     }
     STATE.store(READ, Ordering::Release);
 }
