@@ -15,6 +15,7 @@
 //! | `ZONAL_GC_SUSPEND_SIGNAL` | `SIGPWR` (30) | signal number that suspends threads for a collection |
 //! | `ZONAL_GC_RESUME_SIGNAL` | `SIGXCPU` (24) | signal number that resumes them |
 //! | `ZONAL_GC_MIN_THRESHOLD_KIB` | `4096` | GC-zone bytes allocated between automatic collections, at least |
+//! | `ZONAL_GC_GROWTH_PERCENT` | `67` | the next automatic collection comes after this percentage of the last one's scan work (`2 * scanned live + atomic live / 4 + roots`) in GC allocation |
 //! | `ZONAL_GC_MARK_STACK` | `4194304` | entries the collector's mark stack may hold before it falls back to overflow rescans |
 //! | `ZONAL_GC_DISABLE` | `0` | `1`: no automatic collections (explicit `gc::collect` still runs) |
 //! | `ZONAL_STACK_CAP_MIB` | `64` | stack-zone memory one thread may hold (frames' chunks and blocks); beyond it frame allocations fail |
@@ -33,6 +34,7 @@ static HUGE_OS_PAGES: AtomicU64 = AtomicU64::new(1);
 static GC_SUSPEND_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGPWR as u64);
 static GC_RESUME_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGXCPU as u64);
 static GC_MIN_THRESHOLD_KIB: AtomicU64 = AtomicU64::new(4096);
+static GC_GROWTH_PERCENT: AtomicU64 = AtomicU64::new(67);
 static GC_MARK_STACK: AtomicU64 = AtomicU64::new(1 << 22);
 static GC_DISABLE: AtomicU64 = AtomicU64::new(0);
 static STACK_CAP_MIB: AtomicU64 = AtomicU64::new(64);
@@ -47,6 +49,7 @@ pub(crate) struct Options {
     pub gc_suspend_signal: libc::c_int,
     pub gc_resume_signal: libc::c_int,
     pub gc_min_threshold: usize,
+    pub gc_growth_percent: usize,
     pub gc_mark_stack: usize,
     pub gc_disable: bool,
     pub stack_cap: usize,
@@ -65,6 +68,7 @@ pub(crate) fn get() -> Options {
         gc_suspend_signal: GC_SUSPEND_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
         gc_resume_signal: GC_RESUME_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
         gc_min_threshold: (GC_MIN_THRESHOLD_KIB.load(Ordering::Relaxed) as usize) << 10,
+        gc_growth_percent: GC_GROWTH_PERCENT.load(Ordering::Relaxed) as usize,
         gc_mark_stack: GC_MARK_STACK.load(Ordering::Relaxed) as usize,
         gc_disable: GC_DISABLE.load(Ordering::Relaxed) != 0,
         stack_cap: (STACK_CAP_MIB.load(Ordering::Relaxed) as usize) << 20,
@@ -114,6 +118,9 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_GC_MIN_THRESHOLD_KIB") {
         GC_MIN_THRESHOLD_KIB.store(v.clamp(64, 1 << 30), Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_GC_GROWTH_PERCENT") {
+        GC_GROWTH_PERCENT.store(v.clamp(10, 10_000), Ordering::Relaxed);
     }
     if let Some(v) = read_u64(c"ZONAL_GC_MARK_STACK") {
         GC_MARK_STACK.store(v.clamp(16, 1 << 28), Ordering::Relaxed);

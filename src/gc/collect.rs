@@ -124,6 +124,7 @@ fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
     BYTES_FREED.fetch_add(swept.bytes, Ordering::Relaxed);
     let atomic = marker.marked_bytes - marker.marked_scannable_bytes;
     let work = 2 * marker.marked_scannable_bytes + atomic / 4 + marker.root_bytes;
-    TRIGGER.store(work / 3, Ordering::Relaxed);
+    let percent = crate::options::get().gc_growth_percent;
+    TRIGGER.store(work / 100 * percent, Ordering::Relaxed);
     ALLOCATED_SINCE.store(0, Ordering::Relaxed);
 }

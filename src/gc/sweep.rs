@@ -59,33 +59,50 @@ pub(crate) fn sweep_all() -> Swept {
 
 fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
     let block_size = page.block_size.get();
-    let mut freed = 0u64;
-    for word in super::mark::bitmap_words(seg, page) {
-        let alloc = seg.alloc_bitmap[word].load(Ordering::Relaxed);
-        let mut garbage = alloc & !seg.mark_bitmap[word].load(Ordering::Relaxed);
-        if garbage == 0 {
-            continue;
-        }
-        seg.alloc_bitmap[word].store(alloc & !garbage, Ordering::Relaxed);
-        while garbage != 0 {
-            let bit = garbage.trailing_zeros() as usize;
-            garbage &= garbage - 1;
-            let block = seg.base() + (word * 64 + bit) * GRANULE;
-            page.push_local(block as *mut Block);
-            freed += 1;
-        }
+    let words = super::mark::bitmap_words(seg, page);
+    let mut garbage_blocks = 0u64;
+    for word in words.clone() {
+        let garbage = seg.alloc_bitmap[word].load(Ordering::Relaxed)
+            & !seg.mark_bitmap[word].load(Ordering::Relaxed);
+        garbage_blocks += u64::from(garbage.count_ones());
     }
-    if freed == 0 {
+    if garbage_blocks == 0 {
         return;
     }
-    swept.blocks += freed;
-    swept.bytes += freed * block_size as u64;
     // SAFETY: the world is stopped, so the owner's thread cannot exit.
-    if let Some(owner) = unsafe { Heap::owner_of_gc_page(page.owner.load(Ordering::Relaxed)) } {
-        heap::after_sweep(owner, page);
+    let owner = unsafe { Heap::owner_of_gc_page(page.owner.load(Ordering::Relaxed)) };
+    if owner.is_some() && garbage_blocks == u64::from(page.used.get()) {
+        // Every block still out is garbage and the owner retires the page
+        // below: it goes back whole, so its blocks need not be linked into
+        // its free list one by one.
+        for word in words {
+            seg.alloc_bitmap[word].store(0, Ordering::Relaxed);
+        }
+        page.used.set(0);
+    } else {
+        for word in words {
+            let alloc = seg.alloc_bitmap[word].load(Ordering::Relaxed);
+            let mut garbage = alloc & !seg.mark_bitmap[word].load(Ordering::Relaxed);
+            if garbage == 0 {
+                continue;
+            }
+            seg.alloc_bitmap[word].store(alloc & !garbage, Ordering::Relaxed);
+            while garbage != 0 {
+                let bit = garbage.trailing_zeros() as usize;
+                garbage &= garbage - 1;
+                let block = seg.base() + (word * 64 + bit) * GRANULE;
+                page.push_local(block as *mut Block);
+            }
+        }
     }
-    // An abandoned page (no owner) keeps its freed blocks on its local
-    // list; whoever adopts or reclaims it collects them.
+    swept.blocks += garbage_blocks;
+    swept.bytes += garbage_blocks * block_size as u64;
+    match owner {
+        Some(owner) => heap::after_sweep(owner, page),
+        // An abandoned page keeps its freed blocks on its local list;
+        // whoever adopts or reclaims it collects them.
+        None => {}
+    }
 }
 
 fn sweep_huge(seg: &Segment, swept: &mut Swept) {
