@@ -115,6 +115,10 @@ pub struct GcStats {
     pub pause_max: core::time::Duration,
     /// All stops together.
     pub pause_total: core::time::Duration,
+    /// The part of `pause_total` spent stopping the world and marking.
+    pub mark_total: core::time::Duration,
+    /// The part of `pause_total` spent sweeping (and resuming the world).
+    pub sweep_total: core::time::Duration,
     /// Bytes of GC objects found reachable by the last collection.
     pub live_bytes_after: u64,
     /// Bytes the collector has freed so far.
@@ -246,13 +250,16 @@ impl fmt::Display for Stats {
         let gc = &self.gc;
         writeln!(
             f,
-            "gc: {} collections, pause last {:.2} ms / max {:.2} ms / total {:.1} ms, \
+            "gc: {} collections, pause last {:.2} ms / max {:.2} ms / total {:.1} ms \
+             (mark {:.1} ms, sweep {:.1} ms), \
              {} live after the last, {} freed, {} finalizers run ({} skipped, {} pending), \
              {} finalizable cycles kept",
             gc.collections,
             gc.pause_last.as_secs_f64() * 1e3,
             gc.pause_max.as_secs_f64() * 1e3,
             gc.pause_total.as_secs_f64() * 1e3,
+            gc.mark_total.as_secs_f64() * 1e3,
+            gc.sweep_total.as_secs_f64() * 1e3,
             Bytes(gc.live_bytes_after),
             Bytes(gc.bytes_freed),
             gc.finalizers_run,

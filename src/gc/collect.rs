@@ -52,6 +52,8 @@ pub(crate) static PAUSE_MAX_NS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PAUSE_TOTAL_NS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static LIVE_AFTER: AtomicU64 = AtomicU64::new(0);
 pub(crate) static BYTES_FREED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MARK_TOTAL_NS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SWEEP_TOTAL_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The minimum bytes between automatic collections.
 pub(crate) fn min_threshold() -> usize {
@@ -107,8 +109,11 @@ fn collect_with_linker_locked() {
     finalize::find_ready(marker);
     marker.finish();
     crate::segment::pool_lock().unlock();
+    let marked = std::time::Instant::now();
     let swept = sweep::sweep_all();
     suspend::resume_world(epoch);
+    MARK_TOTAL_NS.fetch_add((marked - start).as_nanos() as u64, Ordering::Relaxed);
+    SWEEP_TOTAL_NS.fetch_add(marked.elapsed().as_nanos() as u64, Ordering::Relaxed);
     let pause = start.elapsed().as_nanos() as u64;
     thread::lock().unlock();
     record(marker, swept, pause);

@@ -407,6 +407,8 @@ pub(crate) fn stats() -> crate::GcStats {
         pause_last: ns(&collect::PAUSE_LAST_NS),
         pause_max: ns(&collect::PAUSE_MAX_NS),
         pause_total: ns(&collect::PAUSE_TOTAL_NS),
+        mark_total: ns(&collect::MARK_TOTAL_NS),
+        sweep_total: ns(&collect::SWEEP_TOTAL_NS),
         live_bytes_after: collect::LIVE_AFTER.load(Ordering::Relaxed),
         bytes_freed: collect::BYTES_FREED.load(Ordering::Relaxed),
         finalizers_run: finalize::FINALIZERS_RUN.load(Ordering::Relaxed),
