@@ -218,3 +218,20 @@ fn a_frame_kept_in_a_thread_local_outlives_the_exit_hook_safely() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn over_aligned_allocations_are_served_and_freed() {
+    stack::frame(|f| {
+        for align in [8usize, 64, 4096, 8192, 1 << 16] {
+            let layout = Layout::from_size_align(100, align).unwrap();
+            let p = f.allocate(layout).unwrap().cast::<u8>();
+            assert_eq!(p.as_ptr() as usize % align, 0, "align {align}");
+            // SAFETY: the block holds 100 bytes.
+            unsafe { p.as_ptr().write_bytes(0xaa, 100) };
+            if align > 4096 {
+                // SAFETY: allocated above with this layout.
+                unsafe { f.deallocate(p, layout) };
+            }
+        }
+    });
+}

@@ -32,6 +32,7 @@ mod driver;
 mod gc;
 mod rng;
 mod workloads;
+mod zones;
 
 use std::hint::black_box;
 use std::os::unix::process::CommandExt;
@@ -52,6 +53,8 @@ usage:
   zonal-benches pairs ALLOCATOR|none N
   zonal-benches gc [--quick] [--reps N] [--variants a,b,..] [FILTER..]
   zonal-benches gc-run WORKLOAD VARIANT
+  zonal-benches zones [--reps N] [--scale F]
+  zonal-benches zones-ir pinned|manual|stack|bump|inspect|none N
 gc variants: zonal-gc, bdwgc, box-system, manual-zone (the default set), bdwgc-par
 allocators: zonal, system, mimalloc, jemalloc
 --quick: 3 runs at scale 0.2 (default: 5 runs at scale 1)
@@ -64,6 +67,8 @@ fn main() -> ExitCode {
         Some("pairs") => pairs(&args[1..]),
         Some("gc") => gc::main(&args[1..]),
         Some("gc-run") => gc::run(&args[1..]),
+        Some("zones") => zones::main(&args[1..]),
+        Some("zones-ir") => zones::instructions(&args[1..]),
         Some("list") => {
             for w in WORKLOADS {
                 println!("{:<17} {}", w.name, w.about);

@@ -451,7 +451,7 @@ impl StackFrame {
     #[inline(never)]
     fn allocate_slow(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let rec = self.record;
-        let block = if self.is_innermost() {
+        let block = if self.is_innermost() && layout.align() <= MAX_BUMP_ALIGN {
             rec.bump(layout)
                 .or_else(|| rec.bump_in_new_chunk(layout, true))
         } else {
@@ -461,7 +461,8 @@ impl StackFrame {
         Ok(NonNull::slice_from_raw_parts(block, layout.size()))
     }
 
-    /// A block of an outer frame while an inner one lives.
+    /// A block of an outer frame while an inner one lives, or one aligned
+    /// beyond what the bump path takes.
     fn allocate_detached(&self, layout: Layout) -> Option<NonNull<u8>> {
         let rec = self.record;
         let align = layout.align().max(16);
@@ -530,20 +531,28 @@ impl StackFrame {
 
 impl StackRecord {
     /// Bumps `top` for `layout` in the current chunk, if it fits.
+    ///
+    /// `limit` is a multiple of [`MAX_BUMP_ALIGN`] and `top <= limit`, so
+    /// rounding `top` up to any alignment the bump path takes stays within
+    /// `limit`, and `limit - start` cannot underflow: one comparison decides.
     #[inline(always)]
     fn bump(&self, layout: Layout) -> Option<NonNull<u8>> {
-        if layout.align() > MAX_BUMP_ALIGN {
+        let align = layout.align();
+        if align > MAX_BUMP_ALIGN {
             return None;
         }
         let top = self.top.load(Ordering::Relaxed);
-        let start = (top + layout.align() - 1) & !(layout.align() - 1);
-        let end = start.wrapping_add(layout.size());
-        if end > self.limit.get() || end < start {
+        let start = (top + align - 1) & !(align - 1);
+        if layout.size() > self.limit.get() - start {
             return None;
         }
-        self.top.store(end, Ordering::Relaxed);
-        // SAFETY: `start` lies in the current chunk, which is never at 0.
-        Some(unsafe { NonNull::new_unchecked(start as *mut u8) })
+        self.top.store(start + layout.size(), Ordering::Relaxed);
+        // SAFETY: the size fits, so there is a chunk (without one, `limit`
+        // and `start` are 0), and `start` lies in it, above its header.
+        unsafe {
+            core::hint::assert_unchecked(start != 0);
+            Some(NonNull::new_unchecked(start as *mut u8))
+        }
     }
 
     /// Pushes a chunk big enough for `layout` (the spare if it fits) and
@@ -559,7 +568,7 @@ impl StackRecord {
         let needed = layout
             .size()
             .checked_add(layout.align())?
-            .checked_add(CHUNK_HEADER)?;
+            .checked_add(CHUNK_HEADER + MAX_BUMP_ALIGN)?;
         let size =
             grown.max(needed.checked_add(crate::os::OS_PAGE - 1)? & !(crate::os::OS_PAGE - 1));
         if capped && self.held.get().saturating_add(size) > self.cap.get() {
@@ -580,7 +589,8 @@ impl StackRecord {
                 block.write(Chunk {
                     prev: ptr::null_mut(),
                     prev_top: 0,
-                    end: block as usize + size,
+                    // A multiple of MAX_BUMP_ALIGN (see `bump`).
+                    end: (block as usize + size) & !(MAX_BUMP_ALIGN - 1),
                     size,
                 })
             };
