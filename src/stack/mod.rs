@@ -732,7 +732,12 @@ unsafe impl Allocator for &StackFrame {
                 return Ok(NonNull::slice_from_raw_parts(block, layout.size()));
             }
         }
-        self.allocate_slow(layout)
+        match self.allocate_slow(layout) {
+            // Matching here (rather than returning the result as it is)
+            // lets the caller's error check stay on the slow path.
+            Ok(block) => Ok(block),
+            Err(e) => Err(e),
+        }
     }
 
     #[inline]
