@@ -76,6 +76,40 @@ pub(crate) fn map_lazy(size: usize) -> Option<NonNull<u8>> {
     Some(base)
 }
 
+/// Returns a mapping made by [`map_lazy`] to the OS.
+///
+/// # Safety
+/// `[base, base + size)` must be exactly a live [`map_lazy`] mapping that
+/// nothing will touch again.
+pub(crate) unsafe fn unmap_lazy(base: NonNull<u8>, size: usize) {
+    // SAFETY: by the contract, the range is our own mapping.
+    unsafe { libc::munmap(base.as_ptr().cast(), size) };
+    RESERVED.fetch_sub(size, Ordering::Relaxed);
+}
+
+/// Locks `[start, start + len)` into RAM (`mlock`). On failure returns the
+/// OS error number.
+///
+/// # Safety
+/// The range must lie inside a zonal mapping.
+pub(crate) unsafe fn lock_in_memory(start: *mut u8, len: usize) -> Result<(), i32> {
+    // SAFETY: by the contract the range is ours; locking changes no contents.
+    if unsafe { libc::mlock(start.cast(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// Unlocks a range locked by [`lock_in_memory`] (`munlock`).
+///
+/// # Safety
+/// The range must lie inside a zonal mapping.
+pub(crate) unsafe fn unlock_from_memory(start: *mut u8, len: usize) {
+    // SAFETY: by the contract the range is ours.
+    unsafe { libc::munlock(start.cast(), len) };
+}
+
 /// Asks the kernel to back `[base, base + size)` with transparent huge pages
 /// (2 MiB: one page fault instead of 512) or, with `huge == false`, not to.
 /// Only advice: failure (a kernel without THP) changes nothing.

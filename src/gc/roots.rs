@@ -8,7 +8,8 @@
 //!   `PF_W`, minus `PT_GNU_RELRO`), minus zonal's own large tables (the
 //!   segment map and the thread records), which hold no program pointers;
 //! * explicit roots ([`add`], [`remove`]);
-//! * the live blocks of the manual, pinned and stack zones, whole;
+//! * the live blocks of the manual and pinned zones, whole, and the live
+//!   part (below each thread's top) of the stack zone;
 //! * allocations held by pin guards and FFI handles (`pinned`);
 //! * objects waiting for their finalizer (they must survive until it ran).
 //!
@@ -91,6 +92,11 @@ pub(crate) fn mark_all(marker: &mut Marker, me: &thread::ThreadRecord) {
         }
     });
     mark_zone_contents(marker);
+    crate::stack::for_each_live_range(|start, end| {
+        // SAFETY: live stack-zone bytes lie in chunks that stay allocated
+        // while listed (and the pool lock keeps their segments mapped).
+        unsafe { marker.scan_root(start, end) }
+    });
     crate::pinned::pin::for_each_pinned(|base, _size| {
         marker.consider(base);
         marker.drain();
@@ -108,12 +114,11 @@ fn mark_own_stack(marker: &mut Marker, me: &thread::ThreadRecord) {
     core::hint::black_box(&registers);
 }
 
-/// Every allocated block of the manual, pinned and stack zones (stack-zone
-/// chunks whole: their dead tails are scanned too, which can only keep
-/// more alive).
+/// Every allocated block of the manual and pinned zones. (Stack-zone
+/// chunks are scanned only up to each thread's top; see `mark_all`.)
 fn mark_zone_contents(marker: &mut Marker) {
     segment::for_each_segment(|seg| {
-        if seg.zone != Zone::Gc {
+        if seg.zone == Zone::Manual || seg.zone == Zone::Pinned {
             for_each_live_block(seg, |start, size| {
                 // SAFETY: a block of a live segment, kept mapped by the pool
                 // lock; its contents are whatever the program wrote.

@@ -90,9 +90,8 @@ fn slots() -> Option<*mut Slot> {
     {
         Ok(_) => Some(fresh),
         Err(winner) => {
-            // SAFETY: our mapping was never published; `map_lazy` counted
-            // it as reserved only, so it is simply unmapped.
-            unsafe { libc::munmap(fresh.cast(), bytes) };
+            // SAFETY: our mapping was never published: nothing uses it.
+            unsafe { crate::os::unmap_lazy(ptr::NonNull::new_unchecked(fresh.cast()), bytes) };
             Some(winner)
         }
     }

@@ -202,8 +202,7 @@ fn allocate_locked(layout: Layout) -> Result<NonNull<[u8]>, PinnedError> {
     let block = unsafe { page.as_ref() }.area.get();
     let (start, len) = page_range(block, size);
     // SAFETY: the range lies in the block's own mapping.
-    if unsafe { libc::mlock(start, len) } != 0 {
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    if let Err(errno) = unsafe { crate::os::lock_in_memory(start.cast(), len) } {
         // SAFETY: the block is ours and unused.
         unsafe { crate::free::free(block, size) };
         return Err(match errno {
@@ -224,7 +223,7 @@ fn allocate_locked(layout: Layout) -> Result<NonNull<[u8]>, PinnedError> {
 unsafe fn unlock(ptr: *mut u8, len: usize) {
     let (start, len) = page_range(ptr, len);
     // SAFETY: the range lies in the block's own mapping.
-    unsafe { libc::munlock(start, len) };
+    unsafe { crate::os::unlock_from_memory(start.cast(), len) };
 }
 
 /// The soft `RLIMIT_MEMLOCK`, in bytes.

@@ -335,7 +335,6 @@ fn free_chunk(chunk: *mut Chunk) {
 /// every thread's stack zone. For the collector, with every other thread
 /// stopped (see the module docs); reads only chunks that are listed, which
 /// stay allocated while listed.
-#[allow(dead_code)] // called by the collector's root marking
 pub(crate) fn for_each_live_range(mut f: impl FnMut(usize, usize)) {
     REGISTRY.lock.with(|| {
         let mut record = REGISTRY.first.get();
