@@ -192,7 +192,10 @@ pub(crate) unsafe fn realloc(
                 fault::report_bad_pointer(Op::Realloc, addr);
             }
             let block = seg.page_of(addr).block_size.get();
-            if fits_in_place(new_size, block, align, addr) {
+            // A GC block keeps one spare byte past its contents, so that a
+            // pointer one past the end stays inside it (see `gc::mark`).
+            let needed = new_size + usize::from(seg.zone == Zone::Gc);
+            if fits_in_place(needed, block, align, addr) {
                 // GC-zone statistics count whole blocks (see `gc`): the
                 // block did not change.
                 if seg.zone != Zone::Gc {
@@ -214,9 +217,10 @@ pub(crate) unsafe fn realloc(
             // SAFETY: the block is the caller's live huge block. After this
             // call `seg` may have moved: only `zone` is used. A collection
             // must not look at the mapping while it moves.
-            let resized = crate::gc::exclusive_of_collection(|| unsafe {
-                realloc_huge(page, new_size, align)
-            });
+            // The GC zone's spare byte (see above) for huge blocks too.
+            let needed = new_size + usize::from(zone == Zone::Gc);
+            let resized =
+                crate::gc::exclusive_of_collection(|| unsafe { realloc_huge(page, needed, align) });
             if let Some(p) = resized {
                 let (old, new) = if zone == Zone::Gc {
                     (old_block, page_of_live_block(p as usize).block_size.get())

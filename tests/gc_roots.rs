@@ -626,9 +626,17 @@ fn check_from_end(end: usize, len: usize, seed: u64, what: &str) {
     }
 }
 
+/// Checks every vector from its end pointer, in a frame of its own (so the
+/// pointers it leaves in stack slots die with it).
+#[inline(never)]
+fn check_all_from_end(ends: &[(usize, usize, u64, &str)]) {
+    for &(end, len, seed, zone) in ends {
+        check_from_end(end, len, seed, zone);
+    }
+}
+
 fn one_past_the_end_body() {
     let mut ends = Vec::new();
-    let mut bytes = 0;
     for (k, &len) in END_LENGTHS.iter().enumerate() {
         for copy in 0..4u64 {
             let seed = 1500 + k as u64 * 10 + copy;
@@ -638,23 +646,44 @@ fn one_past_the_end_body() {
                 ("GcAtomicZone", end_pointer_of(len, seed, GcAtomicZone))
             };
             ends.push((end, len, seed, zone));
-            bytes += len * 8;
         }
     }
     clobber_stack(4);
     control_and_churn("one past the end");
-    for &(end, len, seed, zone) in &ends {
-        check_from_end(end, len, seed, zone);
-    }
-    let live = zonal::stats().zone(Zone::Gc).live_bytes;
+    check_all_from_end(&ends);
+    // Disguised, so that this list does not keep the vectors alive.
+    let disguised: Vec<(usize, usize, u64)> = ends
+        .iter()
+        .map(|&(end, len, seed, _)| (!end, len, seed))
+        .collect();
     drop(ends);
+    // The check loop left the last end pointers (of the biggest vectors)
+    // in its own stack slots: those are dead now, and overwritten here.
+    clobber_stack(4);
     churn(2);
-    let now = zonal::stats().zone(Zone::Gc).live_bytes;
+    // Counted per vector, not in bytes: a stale register or stack word may
+    // keep one vector alive, and one 8 MiB vector would dominate a byte
+    // count.
+    let survivors = disguised
+        .iter()
+        .filter(|&&(end, len, seed)| still_there(!end, len, seed))
+        .count();
     assert!(
-        now + (bytes as u64) * 3 / 4 <= live,
-        "the vectors were not freed once their end pointers were gone: live {live} -> {now}, \
-         vectors {bytes}"
+        survivors * 4 <= disguised.len(),
+        "the vectors were not freed once their end pointers were gone: \
+         {survivors} of {} survived",
+        disguised.len()
     );
+}
+
+/// Whether the vector that ended at `end` is still allocated and intact
+/// (its block is live, starts where the vector did, and holds its first
+/// word: a reused block would not).
+fn still_there(end: usize, len: usize, seed: u64) -> bool {
+    let start = end - len * 8;
+    zonal::inspect((end - 1) as *const u8).is_some_and(|a| a.live && a.base == start)
+        // SAFETY: the block is live, so its memory is mapped.
+        && unsafe { (start as *const u64).read_volatile() } == word(seed, 0)
 }
 
 #[test]
@@ -662,8 +691,9 @@ fn one_past_the_end() {
     run("one_past_the_end", one_past_the_end_body);
 }
 
-/// Like [`end_pointer_of`], but the vector first grows (in place) to
-/// exactly the size of its block: `len` elements at first, `grown` after.
+/// Like [`end_pointer_of`], but the vector first grows to exactly the size
+/// of its first block (`len` elements at first, `grown` after), which could
+/// be done in place if the spare byte were given away.
 #[inline(never)]
 fn end_pointer_after_growing(len: usize, grown: usize, seed: u64) -> (usize, bool) {
     let mut v: AVec<u64, GcZone> = AVec::with_capacity_in(len, GcZone);
@@ -687,11 +717,9 @@ fn one_past_the_end_after_growing_in_place_body() {
     for (k, &(len, grown)) in GROWN.iter().enumerate() {
         for copy in 0..8u64 {
             let seed = 1700 + k as u64 * 10 + copy;
-            let (end, in_place) = end_pointer_after_growing(len, grown, seed);
-            assert!(
-                in_place,
-                "expected the {len} -> {grown} growth to stay in place"
-            );
+            // Growing to exactly the block size must not take the spare
+            // byte: zonal moves the vector instead of growing in place.
+            let (end, _in_place) = end_pointer_after_growing(len, grown, seed);
             ends.push((end, grown, seed));
         }
     }
@@ -703,8 +731,6 @@ fn one_past_the_end_after_growing_in_place_body() {
 }
 
 #[test]
-#[ignore = "collector bug: alloc::realloc grows a GC block in place up to its whole block size, \
-            so the end pointer is the next block's start and the vector is freed (reported)"]
 fn one_past_the_end_after_growing_in_place() {
     run(
         "one_past_the_end_after_growing_in_place",

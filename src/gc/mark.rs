@@ -121,13 +121,6 @@ impl Marker {
             map::SEGMENT => self.consider_in_segment(candidate),
             _ => self.consider_in_huge(candidate),
         }
-        // One past the end of a huge block that fills its mapping exactly.
-        if candidate & SEGMENT_MASK == 0 {
-            let before = map::entry(map::map(), candidate - 1);
-            if before != map::NONE && before != map::SEGMENT {
-                self.consider_in_huge(candidate - 1);
-            }
-        }
     }
 
     fn consider_in_segment(&mut self, candidate: usize) {

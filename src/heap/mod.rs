@@ -418,7 +418,14 @@ impl Heap {
             return;
         }
         crate::gc::on_thread_exit();
-        let deferral = crate::thread::suspend::DeferGuard::new();
+        // No collection may see the pages half given up: deferred if the
+        // thread is still registered, under the collection lock if its
+        // registration already ended (TLS destructors run in any order).
+        crate::gc::exclusive_of_collection(|| self.give_up_everything());
+        crate::thread::deregister_current();
+    }
+
+    fn give_up_everything(&self) {
         pages::give_up_all(self);
         for zone in PAGE_BACKED {
             let zone_heap = self.zone(zone);
@@ -449,8 +456,6 @@ impl Heap {
             });
         }
         self.state.set(DEAD);
-        drop(deferral);
-        crate::thread::deregister_current();
     }
 }
 

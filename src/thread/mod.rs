@@ -126,6 +126,17 @@ std::thread_local! {
     /// The thread deregistered (it is exiting): it never registers again,
     /// or its record would outlive it.
     static EXITED: Cell<bool> = const { Cell::new(false) };
+    /// Deregisters the thread when it exits, whatever registered it (its
+    /// heap's exit hook deregisters too; whichever runs first wins).
+    static DEREGISTER_AT_EXIT: DeregisterAtExit = const { DeregisterAtExit };
+}
+
+struct DeregisterAtExit;
+
+impl Drop for DeregisterAtExit {
+    fn drop(&mut self) {
+        deregister_current();
+    }
 }
 
 /// The address range of the record table (excluded from root scanning:
@@ -180,6 +191,12 @@ pub(crate) fn find(pthread: libc::pthread_t) -> Option<&'static ThreadRecord> {
 /// and by `gc::register_thread`. Never allocates through zonal.
 pub(crate) fn register_current() {
     if current().is_some() || EXITED.try_with(|e| e.get()).unwrap_or(true) {
+        return;
+    }
+    // Registers the destructor; a thread already being torn down (the
+    // access fails) does not register at all.
+    if DEREGISTER_AT_EXIT.try_with(|_| ()).is_err() {
+        let _ = EXITED.try_with(|e| e.set(true));
         return;
     }
     suspend::install_handlers();
