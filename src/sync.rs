@@ -210,6 +210,27 @@ impl SpinLock {
         }
     }
 
+    /// Takes the lock if it is free, without waiting.
+    #[cfg(not(loom))]
+    pub(crate) fn try_lock(&self) -> bool {
+        let deferral = crate::thread::suspend::DeferGuard::new();
+        if self.locked.load(Ordering::Relaxed)
+            || self
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.holder.store(thread_token(), Ordering::Relaxed);
+        let record = deferral.into_record();
+        self.deferring.store(
+            record.map_or(0, |r| r as *const _ as usize),
+            Ordering::Relaxed,
+        );
+        true
+    }
+
     /// Releases the lock. Also used by the fork `child` handler, where the
     /// lock was taken by the parent's `prepare` handler in the same thread.
     pub(crate) fn unlock(&self) {

@@ -8,10 +8,10 @@
 //! Runs in a child process of its own (so the test harness's threads are
 //! not forked with it), with timeouts on the forked children.
 //!
-//! Two versions: the other threads parked at each fork (passes), and the
-//! other threads running, collections included (ignored: a collection in
-//! progress at the fork leaves the dynamic linker's lock held in the
-//! child, whose first collection then deadlocks).
+//! Two versions: the other threads parked at each fork, and the other
+//! threads running, collections included (a collection in progress at the
+//! fork once left the dynamic linker's lock held in the child, whose first
+//! collection then deadlocked).
 
 #[global_allocator]
 static A: zonal::Zonal = zonal::Zonal;
@@ -306,10 +306,6 @@ fn fork_while_threads_collect_body() {
 /// Forks while the other threads allocate and collect: a fork may come
 /// while another thread is inside a collection.
 #[test]
-#[ignore = "collector bug: a collection holds the dynamic linker's lock (it runs inside \
-            dl_iterate_phdr, and waits there for COLLECTION, which the fork handler holds); \
-            glibc does not reset that lock in the child, so the child's first collection \
-            deadlocks (reported)"]
 fn fork_while_threads_collect() {
     isolated(
         "fork_while_threads_collect",

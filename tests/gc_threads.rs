@@ -382,9 +382,6 @@ fn threads_start_while_others_collect_back_to_back_body() {
 }
 
 #[test]
-#[ignore = "collector bug: hangs (stop-the-world deadlock: a thread stays parked in \
-            wait_while_stopped for an earlier stop epoch, so the next collector waits \
-            for its acknowledgement forever; reported)"]
 fn threads_start_while_others_collect_back_to_back() {
     isolated(
         "threads_start_while_others_collect_back_to_back",

@@ -2,9 +2,14 @@
 //! next one runs.
 //!
 //! Lock order (every path that takes more than one of these takes them in
-//! this order): the dynamic linker's lock (a collection runs inside a
-//! `dl_iterate_phdr` callback, so no object is loaded or unloaded while its
-//! data is scanned), [`COLLECTION`], the thread registry, the pool.
+//! this order): [`COLLECTION`], the dynamic linker's lock (a collection
+//! runs inside a `dl_iterate_phdr` callback, so no object is loaded or
+//! unloaded while its data is scanned), the thread registry, the pool.
+//! `fork`'s prepare handler takes `COLLECTION` first, so no collector holds
+//! the linker's lock when the process forks (glibc does not reset it in the
+//! child). A thread inside `dlopen` holds the linker's lock and may
+//! allocate: its automatic collections only *try* `COLLECTION`, so it never
+//! waits for a collector that waits for the linker's lock.
 //!
 //! 1. stop every other registered thread (`thread::suspend`);
 //! 2. with the pool locked: clear the marks, mark from the roots
@@ -68,34 +73,97 @@ pub(crate) fn trigger() -> usize {
     TRIGGER.load(Ordering::Relaxed).max(min_threshold())
 }
 
-/// Runs a full collection now, unless collections are disabled and this one
-/// is automatic. Must not be called inside a deferral section or with a
-/// zonal lock held.
+/// Runs a full collection, unless this one is automatic and collections
+/// are disabled or no longer due. Must not be called inside a deferral
+/// section or with a zonal lock held.
+///
+/// Requests coalesce: an explicit request is satisfied by any collection
+/// that started after it was made (so threads that call `collect` at the
+/// same time share one), and an automatic one is dropped when another
+/// thread is already collecting (its allocation is counted against the
+/// next trigger). Back-to-back collections leave the other threads at
+/// least as much time to run as the last pause took (see
+/// [`let_mutators_run`]).
 pub(crate) fn collect(automatic: bool) {
     if automatic && (DISABLED.load(Ordering::Relaxed) > 0 || crate::options::get().gc_disable) {
         return;
     }
     thread::register_current();
-    // The collection runs in the callback, with the linker's lock held.
-    unsafe extern "C" fn first_object_only(
-        _info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        _data: *mut c_void,
-    ) -> libc::c_int {
-        collect_with_linker_locked();
-        1
+    if thread::current().is_none() {
+        // An exiting thread: its stack is no longer scanned, so it cannot
+        // collect (anything only it refers to would be freed).
+        return;
     }
-    // SAFETY: the callback matches the expected type and ignores its
-    // arguments; returning 1 ends the iteration after the first object.
-    unsafe { libc::dl_iterate_phdr(Some(first_object_only), core::ptr::null_mut()) };
+    let requested = STARTED.load(Ordering::Acquire) + 1;
+    if automatic {
+        if !COLLECTION.try_lock() {
+            return;
+        }
+    } else {
+        COLLECTION.lock();
+    }
+    let due = if automatic {
+        ALLOCATED_SINCE.load(Ordering::Relaxed) >= trigger()
+    } else {
+        COLLECTIONS.load(Ordering::Acquire) < requested
+    };
+    if due {
+        let_mutators_run();
+        // The collection runs in the callback, with the linker's lock held.
+        unsafe extern "C" fn first_object_only(
+            _info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            _data: *mut c_void,
+        ) -> libc::c_int {
+            collect_with_linker_locked();
+            1
+        }
+        // SAFETY: the callback matches the expected type and ignores its
+        // arguments; returning 1 ends the iteration after the first object.
+        unsafe { libc::dl_iterate_phdr(Some(first_object_only), core::ptr::null_mut()) };
+    }
+    COLLECTION.unlock();
 }
 
+/// Collections started so far (`COLLECTION` held to increment).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+/// When the last collection resumed the world (monotonic nanoseconds).
+static LAST_END_NS: AtomicU64 = AtomicU64::new(0);
+
+/// If the last collection ended less than its own pause ago, waits out the
+/// difference (at most 20 ms): threads that collect back to back would
+/// otherwise keep the world stopped nearly all the time, and a thread they
+/// stop would barely run between stops.
+fn let_mutators_run() {
+    let pause = PAUSE_LAST_NS.load(Ordering::Relaxed).min(20_000_000);
+    let since = now_ns().saturating_sub(LAST_END_NS.load(Ordering::Relaxed));
+    if since < pause {
+        let wait = pause - since;
+        let duration = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: wait as libc::c_long,
+        };
+        // SAFETY: `duration` is valid; an early wake-up (EINTR) is fine.
+        unsafe { libc::nanosleep(&duration, core::ptr::null_mut()) };
+    }
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One collection; the caller holds `COLLECTION` and the linker's lock.
 fn collect_with_linker_locked() {
-    COLLECTION.lock();
     let Some(me) = thread::current() else {
-        COLLECTION.unlock();
         return;
     };
+    STARTED.fetch_add(1, Ordering::Relaxed);
     thread::lock().lock();
     let start = std::time::Instant::now();
     let epoch = suspend::stop_world();
@@ -112,16 +180,16 @@ fn collect_with_linker_locked() {
     let marked = std::time::Instant::now();
     let swept = sweep::sweep_all();
     suspend::resume_world(epoch);
+    LAST_END_NS.store(now_ns(), Ordering::Relaxed);
     MARK_TOTAL_NS.fetch_add((marked - start).as_nanos() as u64, Ordering::Relaxed);
     SWEEP_TOTAL_NS.fetch_add(marked.elapsed().as_nanos() as u64, Ordering::Relaxed);
     let pause = start.elapsed().as_nanos() as u64;
     thread::lock().unlock();
     record(marker, swept, pause);
-    COLLECTION.unlock();
 }
 
 fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
-    COLLECTIONS.fetch_add(1, Ordering::Relaxed);
+    COLLECTIONS.fetch_add(1, Ordering::Release);
     PAUSE_LAST_NS.store(pause_ns, Ordering::Relaxed);
     PAUSE_MAX_NS.fetch_max(pause_ns, Ordering::Relaxed);
     PAUSE_TOTAL_NS.fetch_add(pause_ns, Ordering::Relaxed);

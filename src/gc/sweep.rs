@@ -97,11 +97,10 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
     }
     swept.blocks += garbage_blocks;
     swept.bytes += garbage_blocks * block_size as u64;
-    match owner {
-        Some(owner) => heap::after_sweep(owner, page),
-        // An abandoned page keeps its freed blocks on its local list;
-        // whoever adopts or reclaims it collects them.
-        None => {}
+    // An abandoned page (no owner) keeps its freed blocks on its local
+    // list; whoever adopts or reclaims it collects them.
+    if let Some(owner) = owner {
+        heap::after_sweep(owner, page);
     }
 }
 

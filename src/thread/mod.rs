@@ -203,10 +203,8 @@ pub(crate) fn register_current() {
     let (stack_low, stack_high) = stack_bounds();
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
-    // Taken before the lock: dl_iterate_phdr has a lock of its own, which
-    // must never be taken while holding ours (a collection takes it first).
     let mut tls = [(0usize, 0usize); MAX_TLS_RANGES];
-    let tls_count = static_tls_blocks(&mut tls);
+    let tls_count = static_tls_blocks(me as usize, &mut tls);
     THREADS.lock.with(|| {
         let high = THREADS.high_water.load(Ordering::Relaxed);
         let slot = RECORDS[..high]
@@ -261,6 +259,10 @@ pub(crate) fn deregister_current() {
 /// freed and the lock is forced open.
 pub(crate) fn after_fork_in_child() {
     THREADS.lock.reset_after_fork();
+    // A thread of the parent may have been registering (it held this lock
+    // only to read or fill in the TLS layout, which stays consistent: it is
+    // marked known only once complete).
+    TLS_LAYOUT.lock.reset_after_fork();
     let me = current().map(|r| r as *const ThreadRecord);
     let high = THREADS.high_water.load(Ordering::Relaxed);
     for record in &RECORDS[..high] {
@@ -334,10 +336,60 @@ fn fallback_stack_bounds() -> (usize, usize) {
     (here - (64 << 10), (here + (8 << 20)) & !((8 << 20) - 1))
 }
 
-/// Fills `out` with the calling thread's static TLS blocks (one per loaded
-/// object with a `PT_TLS` segment that has been allocated for this thread)
-/// and returns how many.
-fn static_tls_blocks(out: &mut [(usize, usize); MAX_TLS_RANGES]) -> usize {
+/// Where the static TLS blocks lie relative to a thread's `pthread_self()`
+/// (the same for every thread: static TLS sits at fixed offsets from the
+/// thread pointer), learnt once, from the first thread that registers.
+struct TlsLayout {
+    lock: SpinLock,
+    known: core::cell::Cell<bool>,
+    blocks: core::cell::Cell<[(isize, usize); MAX_TLS_RANGES]>,
+    count: core::cell::Cell<usize>,
+}
+
+// SAFETY: the cells are only touched with `lock` held.
+unsafe impl Sync for TlsLayout {}
+
+static TLS_LAYOUT: TlsLayout = TlsLayout {
+    lock: SpinLock::new(),
+    known: core::cell::Cell::new(false),
+    blocks: core::cell::Cell::new([(0, 0); MAX_TLS_RANGES]),
+    count: core::cell::Cell::new(0),
+};
+
+/// Fills `out` with the static TLS blocks of the calling thread, whose
+/// `pthread_self()` is `me`, and returns how many.
+///
+/// Only the first registration asks the dynamic linker (`dl_iterate_phdr`,
+/// whose lock a collection holds while it runs, and which glibc does not
+/// reset in a forked child): later ones apply the offsets it found. That
+/// first registration happens at the process's first allocation, when only
+/// the objects loaded at startup exist, whose TLS is static. (TLS of
+/// objects loaded later with `dlopen` is dynamic and is not scanned.)
+fn static_tls_blocks(me: usize, out: &mut [(usize, usize); MAX_TLS_RANGES]) -> usize {
+    TLS_LAYOUT.lock.with(|| {
+        if !TLS_LAYOUT.known.get() {
+            let mut found = [(0usize, 0usize); MAX_TLS_RANGES];
+            let count = ask_linker_for_tls_blocks(&mut found);
+            let mut blocks = [(0isize, 0usize); MAX_TLS_RANGES];
+            for (block, &(start, end)) in blocks.iter_mut().zip(&found[..count]) {
+                *block = (start.wrapping_sub(me) as isize, end - start);
+            }
+            TLS_LAYOUT.blocks.set(blocks);
+            TLS_LAYOUT.count.set(count);
+            TLS_LAYOUT.known.set(true);
+        }
+        let count = TLS_LAYOUT.count.get();
+        for (slot, &(offset, len)) in out.iter_mut().zip(&TLS_LAYOUT.blocks.get()[..count]) {
+            let start = me.wrapping_add(offset as usize);
+            *slot = (start, start + len);
+        }
+        count
+    })
+}
+
+/// The calling thread's TLS blocks, from the dynamic linker: one per loaded
+/// object with a `PT_TLS` segment allocated for this thread.
+fn ask_linker_for_tls_blocks(out: &mut [(usize, usize); MAX_TLS_RANGES]) -> usize {
     struct Collect<'a> {
         out: &'a mut [(usize, usize); MAX_TLS_RANGES],
         count: usize,
