@@ -20,7 +20,8 @@
 //!
 //! The trigger follows Boehm's free-space divisor: the next collection
 //! comes after `max(minimum, (2 * scannable live + atomic live / 4 + roots)
-//! / 3)` more bytes of GC allocation, so the work of a collection (which is
+//! × ZONAL_GC_GROWTH_PERCENT / 100)` more bytes of GC allocation (33 %,
+//! the divisor 3, by default), so the work of a collection (which is
 //! proportional to what it scans) is paid for by a proportional amount of
 //! allocation, and GC work per allocated byte stays bounded.
 
@@ -109,20 +110,45 @@ pub(crate) fn collect(automatic: bool) {
     };
     if due {
         let_mutators_run();
+        // The caller's registers, and the top of its stack: the collector's
+        // own stack is scanned from here up, not from deep inside the
+        // collection, whose frames may hold stale addresses in slots they
+        // have not written yet.
+        let registers = thread::suspend::spill_registers();
+        let mut stack_top = registers.as_ptr() as usize;
         // The collection runs in the callback, with the linker's lock held.
         unsafe extern "C" fn first_object_only(
             _info: *mut libc::dl_phdr_info,
             _size: libc::size_t,
-            _data: *mut c_void,
+            data: *mut c_void,
         ) -> libc::c_int {
-            collect_with_linker_locked();
+            // SAFETY: `data` is the `stack_top` passed below.
+            collect_with_linker_locked(unsafe { *data.cast::<usize>() });
             1
         }
-        // SAFETY: the callback matches the expected type and ignores its
-        // arguments; returning 1 ends the iteration after the first object.
-        unsafe { libc::dl_iterate_phdr(Some(first_object_only), core::ptr::null_mut()) };
+        // SAFETY: the callback matches the expected type and only reads the
+        // `usize` we pass; returning 1 ends the iteration after the first
+        // object.
+        unsafe {
+            libc::dl_iterate_phdr(
+                Some(first_object_only),
+                (&mut stack_top as *mut usize).cast(),
+            )
+        };
+        core::hint::black_box(&registers);
     }
     COLLECTION.unlock();
+    clear_dead_stack();
+}
+
+/// Zeroes the stack below the caller, where the collection's deeper frames
+/// left object addresses (the mark FIFO, scan cursors). Frames the program
+/// calls later may leave some of their slots unwritten, and a stale address
+/// there would keep its object alive at the next collection.
+#[inline(never)]
+fn clear_dead_stack() {
+    let mut frame = [0usize; 4096];
+    core::hint::black_box(&mut frame);
 }
 
 /// Collections started so far (`COLLECTION` held to increment).
@@ -159,7 +185,8 @@ fn now_ns() -> u64 {
 }
 
 /// One collection; the caller holds `COLLECTION` and the linker's lock.
-fn collect_with_linker_locked() {
+/// The collecting thread's stack is scanned from `stack_top` up.
+fn collect_with_linker_locked(stack_top: usize) {
     let Some(me) = thread::current() else {
         return;
     };
@@ -171,7 +198,7 @@ fn collect_with_linker_locked() {
     let marker = unsafe { &mut *MARKER.0.get() };
     crate::segment::pool_lock().lock();
     marker.begin(crate::options::get().gc_mark_stack);
-    roots::mark_all(marker, me);
+    roots::mark_all(marker, me, stack_top);
     marker.finish();
     weak::clear_unreachable();
     finalize::find_ready(marker);

@@ -208,11 +208,44 @@ impl Marker {
 
     /// Scans everything on the mark stack, and what that marks, until the
     /// stack is empty.
+    ///
+    /// An object in the cache line of the one scanned last is scanned at
+    /// once: it is in the cache already. Any other goes
+    /// through a small FIFO and is prefetched as it enters it, so that its
+    /// memory is on its way while [`PREFETCH_DISTANCE`] others are scanned;
+    /// scanning it at once would wait for the miss (a structure built top
+    /// down, or mutated since, is traced in an order unlike its layout).
     pub(crate) fn drain(&mut self) {
-        while let Some((start, end)) = self.stack.pop() {
+        let mut fifo = [(0usize, 0usize); PREFETCH_DISTANCE];
+        let (mut head, mut len) = (0usize, 0usize);
+        let mut last = 0usize;
+        loop {
+            let range = match self.stack.pop() {
+                Some(range) if range.0.abs_diff(last) < NEAR => range,
+                Some(range) => {
+                    prefetch(range.0);
+                    fifo[(head + len) % PREFETCH_DISTANCE] = range;
+                    len += 1;
+                    if len < PREFETCH_DISTANCE {
+                        continue;
+                    }
+                    let oldest = fifo[head];
+                    head = (head + 1) % PREFETCH_DISTANCE;
+                    len -= 1;
+                    oldest
+                }
+                None if len > 0 => {
+                    let oldest = fifo[head];
+                    head = (head + 1) % PREFETCH_DISTANCE;
+                    len -= 1;
+                    oldest
+                }
+                None => return,
+            };
+            last = range.0;
             // SAFETY: pushed ranges are marked, live GC blocks, mapped for
             // the whole collection.
-            unsafe { self.scan_range(start, end) };
+            unsafe { self.scan_range(range.0, range.1) };
         }
     }
 
@@ -253,6 +286,27 @@ impl Marker {
         }
         self.stack.clear_and_release();
     }
+}
+
+/// Objects in flight between the mark stack and their scan (see
+/// [`Marker::drain`]).
+const PREFETCH_DISTANCE: usize = 8;
+/// Objects closer than this to the last one scanned skip the FIFO. (Measured
+/// with 64, 256 and 4096 bytes and without the FIFO: one cache line kept
+/// binary-trees' marking as fast as without prefetching and cut GCBench's
+/// longest pause from 26 to 6 ms; wider windows gave back most of that.)
+const NEAR: usize = 64;
+
+/// Starts loading the cache line at `address`.
+#[inline(always)]
+fn prefetch(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no effect on program state and never faults.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(address as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// Clears the marks of a GC segment (only the words its pages use).

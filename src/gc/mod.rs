@@ -350,7 +350,7 @@ pub fn is_enabled() -> bool {
 
 /// Sets the minimum number of GC-zone bytes allocated between automatic
 /// collections (the trigger adapts upwards from it to the live heap);
-/// `0` restores the default (`ZONAL_GC_MIN_THRESHOLD_KIB`, 4 MiB).
+/// `0` restores the default (`ZONAL_GC_MIN_THRESHOLD_KIB`, 16 MiB).
 pub fn set_threshold(bytes: usize) {
     collect::MIN_THRESHOLD.store(bytes, Ordering::Relaxed);
 }

@@ -2,7 +2,9 @@
 //!
 //! * the stack of every registered thread, from the stack pointer it
 //!   stopped at (below the signal frame that holds its registers) up to its
-//!   base, and the collector's own stack after spilling its registers;
+//!   base, and the collector's own stack from the frame where `collect`
+//!   spilled its registers (not from deeper inside the collection: those
+//!   frames are the collector's own and may hold stale addresses);
 //! * the static TLS blocks of every registered thread;
 //! * the writable data of every loaded object (`PT_LOAD` segments with
 //!   `PF_W`, minus `PT_GNU_RELRO`), minus zonal's own large tables (the
@@ -67,9 +69,12 @@ pub(crate) fn remove(start: usize) -> bool {
     })
 }
 
-/// Marks from every root. The collector's own thread is `me`.
-pub(crate) fn mark_all(marker: &mut Marker, me: &thread::ThreadRecord) {
-    mark_own_stack(marker, me);
+/// Marks from every root. The collector's own thread is `me`; its stack is
+/// scanned from `own_stack_top` (where `collect` spilled its registers).
+pub(crate) fn mark_all(marker: &mut Marker, me: &thread::ThreadRecord, own_stack_top: usize) {
+    let (start, end) = me.stack_range(own_stack_top);
+    // SAFETY: our own stack, from the frame of `collect` to its base.
+    unsafe { marker.scan_root(start, end) };
     thread::for_each_live(|record| {
         if !core::ptr::eq(record, me) {
             let (start, end) = record.stack_range(record.handshake.stopped_sp());
@@ -102,16 +107,6 @@ pub(crate) fn mark_all(marker: &mut Marker, me: &thread::ThreadRecord) {
         marker.drain();
     });
     super::finalize::mark_pending(marker);
-}
-
-/// The collector's own stack, registers included.
-#[inline(never)]
-fn mark_own_stack(marker: &mut Marker, me: &thread::ThreadRecord) {
-    let registers = thread::suspend::spill_registers();
-    let (start, end) = me.stack_range(registers.as_ptr() as usize);
-    // SAFETY: our own stack, from below the spilled registers to its base.
-    unsafe { marker.scan_root(start, end) };
-    core::hint::black_box(&registers);
 }
 
 /// Every allocated block of the manual and pinned zones. (Stack-zone
