@@ -141,13 +141,16 @@ pub(crate) fn collect(automatic: bool) {
     clear_dead_stack();
 }
 
-/// Zeroes the stack below the caller, where the collection's deeper frames
-/// left object addresses (the mark FIFO, scan cursors). Frames the program
-/// calls later may leave some of their slots unwritten, and a stale address
-/// there would keep its object alive at the next collection.
+/// Zeroes the stack below the caller, where finished calls left object
+/// addresses (the collection's mark FIFO and scan cursors; the program's
+/// own deep recursions). Frames the program calls later may leave some of
+/// their slots unwritten, and a stale address there would keep its object
+/// alive at every collection while that frame lives. Run after each
+/// collection and on the GC allocation slow path (once per page of small
+/// blocks), as bdwgc's `GC_clear_stack` is.
 #[inline(never)]
-fn clear_dead_stack() {
-    let mut frame = [0usize; 4096];
+pub(crate) fn clear_dead_stack() {
+    let mut frame = [0usize; 1024];
     core::hint::black_box(&mut frame);
 }
 

@@ -168,6 +168,7 @@ fn count_allocated(record: &thread::ThreadRecord, bytes: usize) {
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, scan: Scan) -> *mut u8 {
+    collect::clear_dead_stack();
     let mut block = alloc_once(size, align, scan);
     if block.is_null() {
         collect::collect(false);
