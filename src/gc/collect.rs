@@ -20,8 +20,10 @@
 //!
 //! The trigger follows Boehm's free-space divisor: the next collection
 //! comes after `max(minimum, (2 * scannable live + atomic live / 4 + roots)
-//! × ZONAL_GC_GROWTH_PERCENT / 100)` more bytes of GC allocation (33 %,
-//! the divisor 3, by default), so the work of a collection (which is
+//! × ZONAL_GC_GROWTH_PERCENT / 100 × freed share)` more bytes of GC
+//! allocation, where the freed share is how much of the allocation since
+//! the previous collection this one found dead (25 % to 100 %; see
+//! [`record`]), so the work of a collection (which is
 //! proportional to what it scans) is paid for by a proportional amount of
 //! allocation, and GC work per allocated byte stays bounded.
 
@@ -228,6 +230,13 @@ fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
     let atomic = marker.marked_bytes - marker.marked_scannable_bytes;
     let work = 2 * marker.marked_scannable_bytes + atomic / 4 + marker.root_bytes;
     let percent = crate::options::get().gc_growth_percent;
-    TRIGGER.store(work / 100 * percent, Ordering::Relaxed);
+    // Scaled by how much of what was allocated since the last collection
+    // this one found dead (at least a quarter): while a structure is being
+    // built nothing dies, and a small trigger then finds it dead soon after
+    // it is dropped, instead of letting a whole trigger's worth of new
+    // allocation pile up on top of it.
+    let allocated = ALLOCATED_SINCE.load(Ordering::Relaxed).max(1) as u64;
+    let freed_share = (swept.bytes.min(allocated) * 100 / allocated).max(25) as usize;
+    TRIGGER.store(work / 100 * percent / 100 * freed_share, Ordering::Relaxed);
     ALLOCATED_SINCE.store(0, Ordering::Relaxed);
 }
