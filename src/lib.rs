@@ -12,6 +12,12 @@
 //! * [`Gc<T>`], [`GcZone`] and the [`gc`] module: garbage-collected memory,
 //!   found reachable by a conservative scan of stacks, registers, static
 //!   data, thread-locals and the other zones.
+//! * [`PinnedZone`] and the [`pinned`] module: memory at stable addresses
+//!   (optionally page-locked), pin guards ([`pin`]) and FFI handles.
+//! * The [`stack`] module: per-thread LIFO frames whose memory is freed
+//!   wholesale when the frame ends.
+//! * [`with_zone`] routes a thread's global allocations to another zone;
+//!   [`inspect`] and the [`checked`] views validate raw pointers.
 //! * [`stats()`] reports per-zone statistics.
 //!
 //! # Layers
@@ -21,7 +27,7 @@
 //! `page` (free lists and the thread-free list), `heap` (per-thread heaps,
 //! abandoned pages), `thread` (the collector's thread registry and the
 //! stop-the-world handshake), then `alloc`/`free` (fast paths), the zones'
-//! policies (`gc`) and `api`.
+//! policies (`gc`, `pinned`, `stack`) and `api`.
 #![warn(missing_docs)]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 

@@ -317,7 +317,7 @@ pub mod checked {
     /// The `len` values of `T` at `ptr`, after [`validate`]`(ptr, len)`.
     ///
     /// # Safety
-    /// As for [`deref`], for every element.
+    /// As for [`deref()`], for every element.
     pub unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], AccessError> {
         validate(ptr, len)?;
         // SAFETY: as for `deref`, over `len` elements inside the block.
@@ -330,7 +330,7 @@ pub mod checked {
     /// [`validate`].
     ///
     /// # Safety
-    /// As for [`deref`], for the element.
+    /// As for [`deref()`], for the element.
     pub unsafe fn get<'a, T>(
         ptr: *const T,
         len: usize,

@@ -26,7 +26,7 @@
 //! * threads that are not registered (new ones before their first
 //!   allocation, dying ones after their exit hook) are not stopped, so
 //!   their GC-zone operations and huge-block releases take the
-//!   [`collect::COLLECTION`] lock instead ([`exclusive_of_collection`]).
+//!   `collect::COLLECTION` lock instead (`exclusive_of_collection`).
 //!
 //! Statistics of the GC zone count whole blocks (block sizes), since the
 //! sweep cannot know the size each block was requested with.

@@ -9,7 +9,7 @@
 //! generation would wrap is retired instead of reused.
 //!
 //! While a handle is exported, the allocation it names is pinned (see
-//! [`pin`](super::pin)): a garbage-collected object stays alive until the
+//! `zonal::pin`): a garbage-collected object stays alive until the
 //! handle is revoked.
 //!
 //! # Concurrency

@@ -1,5 +1,5 @@
 //! The pinned zone's policies beyond plain allocation (which is
-//! [`PinnedZone`](crate::PinnedZone), ordinary pages of the `Pinned` zone):
+//! [`PinnedZone`], ordinary pages of the `Pinned` zone):
 //!
 //! * [`PinnedOptions`]: page-locked (`mlock`) blocks and zero-on-free;
 //! * [`pin`]: pin guards that keep any zonal allocation alive and scanned

@@ -13,7 +13,7 @@
 //!
 //! # Design
 //!
-//! Each thread has a [`StackRecord`]: a chain of *chunks* (blocks of the
+//! Each thread has a `StackRecord`: a chain of *chunks* (blocks of the
 //! `Stack` zone taken from the page machinery, 64 KiB first, doubling up to
 //! 1 MiB, bigger for a bigger request) and a bump pointer `top` in the
 //! newest chunk. Allocating in the innermost frame bumps `top`; freeing
@@ -22,7 +22,7 @@
 //! releases is kept as the thread's *spare* and reused by the next frame
 //! that needs one, so a loop of frames touches the page machinery once.
 //!
-//! A frame begins by bump-allocating its [`FrameMark`] (where the frame
+//! A frame begins by bump-allocating its `FrameMark` (where the frame
 //! began, its outer frame, whether it has ended) at `top`, so marks cost no
 //! other memory and vanish with their frame.
 //!
@@ -78,8 +78,8 @@
 //! # The collector
 //!
 //! Stack-zone contents are GC roots: the collector calls
-//! [`for_each_live_range`] with every other thread stopped. Records are
-//! found through a global registry (a [`SpinLock`]-protected list of
+//! `for_each_live_range` with every other thread stopped. Records are
+//! found through a global registry (a `SpinLock`-protected list of
 //! records, which are manual-zone blocks), never through another thread's
 //! TLS. Everything the collector reads — the registry, each record's chunk
 //! chain (`current`, each chunk's `prev`/`prev_top`) — is changed only
