@@ -210,7 +210,7 @@ fn collect_with_linker_locked(stack_top: usize) {
     marker.finish();
     crate::segment::pool_lock().unlock();
     let marked = std::time::Instant::now();
-    let swept = sweep::sweep_all();
+    let swept = sweep::sweep_all(ALLOCATED_SINCE.load(Ordering::Relaxed));
     suspend::resume_world(epoch);
     LAST_END_NS.store(now_ns(), Ordering::Relaxed);
     MARK_TOTAL_NS.fetch_add((marked - start).as_nanos() as u64, Ordering::Relaxed);

@@ -30,9 +30,13 @@ pub(crate) struct Swept {
     pub(crate) bytes: u64,
 }
 
-/// Sweeps every GC segment.
-pub(crate) fn sweep_all() -> Swept {
+/// Sweeps every GC segment. Up to `keep` bytes of pages left empty stay
+/// with their owners instead of going back to their segments: about what
+/// the program will allocate again before the next collection, which would
+/// otherwise be decommitted now and faulted back in at once.
+pub(crate) fn sweep_all(keep: usize) -> Swept {
     let mut swept = Swept::default();
+    let mut keep = keep;
     segment::for_each_segment(|seg| {
         if seg.zone != Zone::Gc {
             return;
@@ -49,7 +53,7 @@ pub(crate) fn sweep_all() -> Swept {
                 break;
             }
             if page.in_use.get() && page.block_size.get() != 0 {
-                sweep_page(seg, page, &mut swept);
+                sweep_page(seg, page, &mut swept, &mut keep);
             }
         }
     });
@@ -57,7 +61,7 @@ pub(crate) fn sweep_all() -> Swept {
     swept
 }
 
-fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
+fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept, keep: &mut usize) {
     let block_size = page.block_size.get();
     let words = super::mark::bitmap_words(seg, page);
     let mut garbage_blocks = 0u64;
@@ -71,7 +75,8 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
     }
     // SAFETY: the world is stopped, so the owner's thread cannot exit.
     let owner = unsafe { Heap::owner_of_gc_page(page.owner.load(Ordering::Relaxed)) };
-    if owner.is_some() && garbage_blocks == u64::from(page.used.get()) {
+    let whole = owner.is_some() && garbage_blocks == u64::from(page.used.get());
+    if whole {
         // Every block still out is garbage and the owner retires the page
         // below: it goes back whole, so its blocks need not be linked into
         // its free list one by one.
@@ -100,7 +105,19 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept) {
     // An abandoned page (no owner) keeps its freed blocks on its local
     // list; whoever adopts or reclaims it collects them.
     if let Some(owner) = owner {
-        heap::after_sweep(owner, page);
+        let page_bytes = page.reserved.get() as usize * block_size;
+        let kept = page.is_unused() && *keep >= page_bytes;
+        if kept {
+            *keep -= page_bytes;
+            if whole {
+                // Emptied whole (its blocks not linked): carve it afresh.
+                page.free.set(core::ptr::null_mut());
+                page.local_free.set(core::ptr::null_mut());
+                page.capacity.set(0);
+                page.free_is_zero.set(false);
+            }
+        }
+        heap::after_sweep(owner, page, kept);
     }
 }
 

@@ -37,13 +37,20 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     free_delayed(heap);
     let zone_heap = heap.zone(zone);
     let queue = &zone_heap.queues[bin];
+    let mut moved = false;
     while let Some(page) = queue.first() {
         if page_has_free_block(page) {
-            // Still first in its queue: the direct table already points here.
+            if moved {
+                // A page before it went to the full list: the direct table
+                // still points there, and every allocation would take the
+                // slow path until it is pointed here.
+                zone_heap.update_direct(bin);
+            }
             return Some(page);
         }
         queue.remove(page);
         move_to_full(zone_heap, page);
+        moved = true;
     }
     // The queue may have lost pages: the direct table must not keep pointing
     // at them, even if no page can be had below.
@@ -178,12 +185,12 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
 /// stopped): a full page goes back to its queue, an unused one to its
 /// segment. Only GC-zone structures are touched: the owner may be stopped
 /// anywhere outside its slow paths, including in a manual-zone fast path.
-pub(crate) fn after_sweep(heap: &Heap, page: &Page) {
+pub(crate) fn after_sweep(heap: &Heap, page: &Page, keep: bool) {
     let zone_heap = heap.zone(Zone::Gc);
     if page.in_full.get() {
         unfull(zone_heap, page);
     }
-    if page.is_unused() {
+    if page.is_unused() && !keep {
         retire(heap, zone_heap, page);
     }
 }
