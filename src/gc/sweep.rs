@@ -1,7 +1,8 @@
 //! Sweeping: every allocated GC block that marking did not reach goes back
 //! to its page; pages left with no block go back to their segments (whose
-//! memory the pool then decommits, see `segment::pool`); unreachable huge
-//! blocks are unmapped.
+//! memory the pool then decommits, see `segment::pool`), except for about
+//! one cycle's allocation of them, which stay with their owners for the
+//! next cycle; unreachable huge blocks are unmapped.
 //!
 //! Sweeping runs with the world stopped (but the pool lock released: giving
 //! pages back takes it). A page's free lists are owner-private, but its
