@@ -169,9 +169,36 @@ fn run_child(
     alloc: Allocator,
     scale: f64,
 ) -> Result<Sample, String> {
+    let scale = scale.to_string();
+    let (out, usage) = run_measured(
+        exe,
+        &["run", workload, alloc.name(), "--scale", &scale],
+        alloc.name(),
+    )?;
+    let mut fields = out.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(ns)), Some(Ok(checksum))) = (fields.next(), fields.next()) else {
+        return Err(format!("unexpected child output {out:?}"));
+    };
+    Ok(Sample {
+        ns,
+        cpu_ns: cpu_ns(&usage),
+        checksum,
+        maxrss_kib: usage.ru_maxrss as u64,
+        minflt: usage.ru_minflt as u64,
+    })
+}
+
+/// Runs this executable with `args` and the dispatching allocator set to
+/// `allocator`, and returns its standard output and resource usage; an
+/// error if it did not exit with status 0.
+pub(crate) fn run_measured(
+    exe: &std::path::Path,
+    args: &[&str],
+    allocator: &str,
+) -> Result<(String, libc::rusage), String> {
     let mut child = Command::new(exe)
-        .args(["run", workload, alloc.name(), "--scale", &scale.to_string()])
-        .env(ENV_VAR, alloc.name())
+        .args(args)
+        .env(ENV_VAR, allocator)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -191,18 +218,13 @@ fn run_child(
             format!("exit status {}", libc::WEXITSTATUS(status))
         });
     }
-    let mut fields = out.split_whitespace().map(str::parse::<u64>);
-    let (Some(Ok(ns)), Some(Ok(checksum))) = (fields.next(), fields.next()) else {
-        return Err(format!("unexpected child output {out:?}"));
-    };
+    Ok((out, usage))
+}
+
+/// User plus system CPU time of a finished child, in nanoseconds.
+pub(crate) fn cpu_ns(usage: &libc::rusage) -> u64 {
     let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
-    Ok(Sample {
-        ns,
-        cpu_ns: tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime),
-        checksum,
-        maxrss_kib: usage.ru_maxrss as u64,
-        minflt: usage.ru_minflt as u64,
-    })
+    tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime)
 }
 
 /// Reaps `pid`, returning its wait status and resource usage.

@@ -160,31 +160,24 @@ impl Marker {
             return;
         }
         if candidate >= area && candidate <= area + size {
-            self.mark_huge(seg, area, size);
+            self.mark_object(seg, area, size);
         }
     }
 
+    /// Marks the block at `start` if it is allocated.
     #[inline]
     fn mark_block(&mut self, seg: &Segment, start: usize, size: usize) {
         let (alloc_word, alloc_bit) = seg.alloc_bit(start);
-        if alloc_word.load(Ordering::Relaxed) & alloc_bit == 0 {
-            return;
-        }
-        let (mark_word, mark_bit) = seg.mark_bit(start);
-        let marks = mark_word.load(Ordering::Relaxed);
-        if marks & mark_bit != 0 {
-            return;
-        }
-        mark_word.store(marks | mark_bit, Ordering::Relaxed);
-        self.marked_bytes += size;
-        let (no_scan_word, no_scan_bit) = seg.no_scan_bit(start);
-        if no_scan_word.load(Ordering::Relaxed) & no_scan_bit == 0 {
-            self.marked_scannable_bytes += size;
-            self.push(start, start + size);
+        if alloc_word.load(Ordering::Relaxed) & alloc_bit != 0 {
+            self.mark_object(seg, start, size);
         }
     }
 
-    fn mark_huge(&mut self, seg: &Segment, start: usize, size: usize) {
+    /// Marks the live object at `start` (a segment block or a huge block)
+    /// and queues its contents for scanning, unless it is marked already
+    /// or holds no pointers.
+    #[inline]
+    fn mark_object(&mut self, seg: &Segment, start: usize, size: usize) {
         let (mark_word, mark_bit) = seg.mark_bit(start);
         let marks = mark_word.load(Ordering::Relaxed);
         if marks & mark_bit != 0 {

@@ -28,12 +28,10 @@ mod family;
 mod gcbench;
 mod pauses;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::dispatch::{Allocator, ENV_VAR};
-use crate::driver::{cpu_model, date_utc, loadavg, median, wait4};
+use crate::dispatch::Allocator;
+use crate::driver::{cpu_model, cpu_ns, date_utc, loadavg, median, run_measured};
 use family::Family;
 
 /// The benchmark programs of the group.
@@ -455,33 +453,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
 
 /// Runs `workload` once with `variant` in a child process.
 fn run_child(exe: &std::path::Path, workload: &str, variant: Variant) -> Result<Sample, String> {
-    let mut child = Command::new(exe)
-        .args(["gc-run", workload, variant.name()])
-        .env(ENV_VAR, variant.allocator().name())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut out)
-        .map_err(|e| format!("reading child output: {e}"))?;
-    let (status, usage) = wait4(child.id() as libc::pid_t)?;
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(if libc::WIFSIGNALED(status) {
-            format!("killed by signal {}", libc::WTERMSIG(status))
-        } else {
-            format!("exit status {}", libc::WEXITSTATUS(status))
-        });
-    }
-    let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    let (out, usage) = run_measured(
+        exe,
+        &["gc-run", workload, variant.name()],
+        variant.allocator().name(),
+    )?;
     Ok(Sample {
         figures: Figures::parse(out.trim())?,
         maxrss_kib: usage.ru_maxrss as u64,
-        cpu_ns: tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime),
+        cpu_ns: cpu_ns(&usage),
     })
 }
 
