@@ -47,13 +47,7 @@ impl Options {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--reps" => {
-                    let v = value("--reps")?;
-                    reps = Some(
-                        v.parse::<usize>()
-                            .ok()
-                            .filter(|&r| r > 0)
-                            .ok_or(format!("bad --reps {v}"))?,
-                    );
+                    reps = Some(parse_reps(&value("--reps")?)?);
                 }
                 "--scale" => {
                     let v = value("--scale")?;
@@ -225,6 +219,15 @@ pub(crate) fn run_measured(
 pub(crate) fn cpu_ns(usage: &libc::rusage) -> u64 {
     let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
     tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime)
+}
+
+/// The value of `--reps`: a positive count of runs.
+pub(crate) fn parse_reps(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|&r| r > 0)
+        .ok_or(format!("bad --reps {value}"))
 }
 
 /// Reaps `pid`, returning its wait status and resource usage.

@@ -167,6 +167,33 @@ pub struct PinnedZone;
 
 page_zone_allocator!(PinnedZone, crate::Zone::Pinned);
 
+/// Grows or shrinks by moving: a new block of `new`, the bytes both
+/// layouts hold copied over, the old block deallocated (the trait's default,
+/// for allocators whose own `grow`/`shrink` fall back to it).
+///
+/// # Safety
+/// The contract of `Allocator::grow`/`shrink`: `ptr` is a block of `alloc`
+/// allocated with `old`.
+pub(crate) unsafe fn move_to_new_block<A: Allocator + ?Sized>(
+    alloc: &A,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    let fresh = alloc.allocate(new)?;
+    // SAFETY: both blocks are live and distinct; each holds at least the
+    // smaller of the two sizes; the caller gives the old block up.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            ptr.as_ptr(),
+            fresh.cast().as_ptr(),
+            old.size().min(new.size()),
+        );
+        alloc.deallocate(ptr, old);
+    }
+    Ok(fresh)
+}
+
 /// Grow or shrink through `realloc` (in place when the block allows),
 /// handling zero sizes and zero-filling the new tail when asked.
 ///

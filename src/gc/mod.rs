@@ -120,7 +120,15 @@ fn prepare_block(page: &Page, block: *mut u8, bytes: usize, scan: Scan) {
             unsafe { zero_words(block, bytes) };
         }
     }
-    // SAFETY: the block lies in a live GC segment.
+    set_no_scan(block, scan);
+}
+
+/// Records in the segment's no-scan bitmap whether the collector scans the
+/// GC block at `block`.
+#[inline(always)]
+fn set_no_scan(block: *mut u8, scan: Scan) {
+    // SAFETY: the block lies in a live GC segment, whose header is at the
+    // segment-aligned address below it.
     let seg = unsafe { Segment::at(block as usize & !crate::segment::SEGMENT_MASK) };
     let (word, bit) = seg.no_scan_bit(block as usize);
     let bits = word.load(Ordering::Relaxed);
@@ -215,15 +223,7 @@ fn alloc_block(heap: &Heap, size: usize, align: usize, scan: Scan) -> (*mut u8, 
         // A huge block: it counts for its whole mapping.
         heap.count(Zone::Gc, |c| c.on_resize(request, bytes));
     }
-    // SAFETY: the block lies in a live GC segment.
-    let seg = unsafe { Segment::at(block as usize & !crate::segment::SEGMENT_MASK) };
-    let (word, bit) = seg.no_scan_bit(block as usize);
-    let bits = word.load(Ordering::Relaxed);
-    let bits = match scan {
-        Scan::Conservative => bits & !bit,
-        Scan::Atomic => bits | bit,
-    };
-    word.store(bits, Ordering::Relaxed);
+    set_no_scan(block, scan);
     (block, bytes)
 }
 

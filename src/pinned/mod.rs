@@ -266,14 +266,8 @@ unsafe impl Allocator for PinnedOptions {
             // SAFETY: forwarded contract (plain pinned blocks).
             return unsafe { PinnedZone.grow(ptr, old, new) };
         }
-        let fresh = self.allocate(new)?;
-        // SAFETY: both blocks are live and distinct; the old one holds
-        // `old.size()` bytes, which the new one can take.
-        unsafe {
-            core::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast().as_ptr(), old.size());
-            self.deallocate(ptr, old);
-        }
-        Ok(fresh)
+        // SAFETY: forwarded contract.
+        unsafe { crate::api::zone::move_to_new_block(self, ptr, old, new) }
     }
 
     unsafe fn shrink(
@@ -286,12 +280,7 @@ unsafe impl Allocator for PinnedOptions {
             // SAFETY: forwarded contract (plain pinned blocks).
             return unsafe { PinnedZone.shrink(ptr, old, new) };
         }
-        let fresh = self.allocate(new)?;
-        // SAFETY: as for `grow`, copying the `new.size()` bytes that stay.
-        unsafe {
-            core::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast().as_ptr(), new.size());
-            self.deallocate(ptr, old);
-        }
-        Ok(fresh)
+        // SAFETY: forwarded contract.
+        unsafe { crate::api::zone::move_to_new_block(self, ptr, old, new) }
     }
 }

@@ -782,14 +782,9 @@ unsafe impl Allocator for &StackFrame {
             rec.top.store(addr + new.size(), Ordering::Relaxed);
             return Ok(NonNull::slice_from_raw_parts(ptr, new.size()));
         }
-        let fresh = self.allocate(new)?;
-        // SAFETY: both blocks are live and distinct (the old one is below
-        // the new one's start, or detached).
-        unsafe {
-            ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast().as_ptr(), old.size());
-            self.deallocate(ptr, old);
-        }
-        Ok(fresh)
+        // SAFETY: forwarded contract (the old block is below the new one's
+        // start, or detached: they are distinct).
+        unsafe { crate::api::zone::move_to_new_block(self, ptr, old, new) }
     }
 
     unsafe fn shrink(
@@ -811,13 +806,8 @@ unsafe impl Allocator for &StackFrame {
             }
             return Ok(NonNull::slice_from_raw_parts(ptr, new.size()));
         }
-        let fresh = self.allocate(new)?;
-        // SAFETY: as in `grow`, copying the bytes that stay.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.cast().as_ptr(), new.size());
-            self.deallocate(ptr, old);
-        }
-        Ok(fresh)
+        // SAFETY: forwarded contract.
+        unsafe { crate::api::zone::move_to_new_block(self, ptr, old, new) }
     }
 }
 

@@ -31,7 +31,7 @@ mod pauses;
 use std::time::Instant;
 
 use crate::dispatch::Allocator;
-use crate::driver::{cpu_model, cpu_ns, date_utc, loadavg, median, run_measured};
+use crate::driver::{cpu_model, cpu_ns, date_utc, loadavg, median, parse_reps, run_measured};
 use family::Family;
 
 /// The benchmark programs of the group.
@@ -347,13 +347,7 @@ impl Options {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--reps" => {
-                    let v = it.next().ok_or("--reps needs a value")?;
-                    reps = Some(
-                        v.parse::<usize>()
-                            .ok()
-                            .filter(|&r| r > 0)
-                            .ok_or(format!("bad --reps {v}"))?,
-                    );
+                    reps = Some(parse_reps(it.next().ok_or("--reps needs a value")?)?);
                 }
                 "--variants" => {
                     let v = it.next().ok_or("--variants needs a value")?;
