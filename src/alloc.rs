@@ -266,6 +266,7 @@ unsafe fn realloc_huge(page: &Page, new_size: usize, align: usize) -> Option<*mu
     if new_size <= size_class::LARGE_MAX
         || !(page.area.get() as usize).is_multiple_of(align)
         || align > segment::SEGMENT_SIZE
+        || segment::grow_by_copy(page, new_size)
     {
         return None;
     }

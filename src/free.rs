@@ -92,11 +92,16 @@ const RELEASE_ON_REMOTE_FREE_MIN: usize = 64 * 1024;
 /// the page), and without a background thread this is the only moment
 /// anyone can give that memory back. Must run before the block is pushed:
 /// after that the owner may reuse it.
+///
+/// The OS page holding the block's first word stays: the push writes the
+/// free-list link there at once, and in a segment backed by transparent
+/// huge pages that write would fault a whole 2 MiB page back in once the
+/// rest of its range is decommitted.
 fn release_big_block_memory(addr: usize, block_size: usize) {
     if block_size < RELEASE_ON_REMOTE_FREE_MIN {
         return;
     }
-    let start = (addr + OS_PAGE - 1) & !(OS_PAGE - 1);
+    let start = (addr + core::mem::size_of::<Block>() + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (addr + block_size) & !(OS_PAGE - 1);
     if end > start {
         // SAFETY: the range lies inside a freed block that this thread still

@@ -10,8 +10,9 @@
 //! | `ZONAL_SHOW_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `ZONAL_PURGE_DELAY_MS` | `1000` | how long a free page stays committed before it is decommitted; `0` decommits at once |
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
-//! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on segments and huge blocks; `0` keeps 4 KiB pages |
+//! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on huge blocks, medium segments, and small-page segments once zonal holds 32 MiB committed; `0` keeps 4 KiB pages |
 //! | `ZONAL_RETAIN_MIB` | `32` | free memory kept committed (for reuse without page faults) before the oldest is decommitted at once |
+//! | `ZONAL_RETAIN_MAX_MIB` | `256` | the most the retention budget grows to when memory it made zonal decommit is asked for again within the purge delay; at most `ZONAL_RETAIN_MIB` disables the growth |
 //! | `ZONAL_GC_SUSPEND_SIGNAL` | `SIGPWR` (30) | signal number that suspends threads for a collection |
 //! | `ZONAL_GC_RESUME_SIGNAL` | `SIGXCPU` (24) | signal number that resumes them |
 //! | `ZONAL_GC_MIN_THRESHOLD_KIB` | `16384` | GC-zone bytes allocated between automatic collections, at least |
@@ -30,6 +31,7 @@ static STATE: AtomicU8 = AtomicU8::new(UNREAD);
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(1000);
 static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 static RETAIN_MIB: AtomicU64 = AtomicU64::new(32);
+static RETAIN_MAX_MIB: AtomicU64 = AtomicU64::new(256);
 static HUGE_OS_PAGES: AtomicU64 = AtomicU64::new(1);
 static GC_SUSPEND_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGPWR as u64);
 static GC_RESUME_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGXCPU as u64);
@@ -45,6 +47,8 @@ pub(crate) struct Options {
     pub purge_delay_ms: u64,
     pub segment_cache: usize,
     pub retain_bytes: usize,
+    /// At least `retain_bytes`.
+    pub retain_max_bytes: usize,
     pub huge_os_pages: bool,
     pub gc_suspend_signal: libc::c_int,
     pub gc_resume_signal: libc::c_int,
@@ -64,6 +68,10 @@ pub(crate) fn get() -> Options {
         purge_delay_ms: PURGE_DELAY_MS.load(Ordering::Relaxed),
         segment_cache: SEGMENT_CACHE.load(Ordering::Relaxed) as usize,
         retain_bytes: (RETAIN_MIB.load(Ordering::Relaxed) as usize) << 20,
+        retain_max_bytes: (RETAIN_MAX_MIB
+            .load(Ordering::Relaxed)
+            .max(RETAIN_MIB.load(Ordering::Relaxed)) as usize)
+            << 20,
         huge_os_pages: HUGE_OS_PAGES.load(Ordering::Relaxed) != 0,
         gc_suspend_signal: GC_SUSPEND_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
         gc_resume_signal: GC_RESUME_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
@@ -98,6 +106,9 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_RETAIN_MIB") {
         RETAIN_MIB.store(v.min(1 << 20), Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_RETAIN_MAX_MIB") {
+        RETAIN_MAX_MIB.store(v.min(1 << 20), Ordering::Relaxed);
     }
     let signal_ok =
         |v: u64| (1..=64).contains(&v) && v != libc::SIGKILL as u64 && v != libc::SIGSTOP as u64;

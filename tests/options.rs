@@ -1,7 +1,10 @@
 //! The environment options take effect: `ZONAL_SEGMENT_CACHE` (empty
-//! segments kept for reuse instead of unmapped) and `ZONAL_PURGE_DELAY_MS`
-//! (how long free pages stay committed). Each case runs in a child process
-//! started with the option set.
+//! segments kept for reuse instead of unmapped), `ZONAL_PURGE_DELAY_MS`
+//! (how long free pages stay committed) and `ZONAL_RETAIN_MIB` /
+//! `ZONAL_RETAIN_MAX_MIB` (the retention budget and how far it grows when
+//! a working set is freed and allocated again); and a growing huge block
+//! reuses a committed mapping. Each case runs in a child process started
+//! with the option set.
 
 #[global_allocator]
 static A: zonal::Zonal = zonal::Zonal;
@@ -113,6 +116,72 @@ fn scenario(name: &str) {
             }
             free_all(&blocks[..1], 1024);
         }
+        // A 64 MiB working set of small blocks, freed and allocated again:
+        // the first free decommits what exceeds the 32 MiB base budget, and
+        // allocating it again right away teaches the budget to keep it.
+        "retention" => {
+            let max: u64 = std::env::var("ZONAL_RETAIN_MAX_MIB")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let before = zonal::stats().os_committed_bytes;
+            let mut kept_after_free = Vec::new();
+            for _ in 0..4 {
+                let blocks = alloc_many(64 * 1024, 1024);
+                free_all(&blocks, 1024);
+                kept_after_free.push(zonal::stats().os_committed_bytes.saturating_sub(before));
+            }
+            println!("committed after each free, beyond the start: {kept_after_free:?}");
+            assert!(
+                kept_after_free[0] <= 40 * MIB,
+                "the first free kept {} MiB committed (base budget 32 MiB)",
+                kept_after_free[0] / MIB
+            );
+            let last = kept_after_free[3];
+            if max > 32 {
+                assert!(
+                    last >= 56 * MIB,
+                    "after four rounds only {} MiB of the 64 MiB working set stayed committed",
+                    last / MIB
+                );
+            } else {
+                assert!(
+                    last <= 40 * MIB,
+                    "ZONAL_RETAIN_MAX_MIB={max}: {} MiB stayed committed",
+                    last / MIB
+                );
+            }
+        }
+        // A huge block grows while a freed mapping that fits is still
+        // committed: realloc moves the block into it (copying) instead of
+        // growing its own mapping into fresh pages.
+        "huge_growth" => {
+            let big = Layout::from_size_align(12 << 20, 16).unwrap();
+            // SAFETY: non-zero size.
+            let cached = unsafe { Zonal.alloc(big) };
+            assert!(!cached.is_null());
+            // SAFETY: inside the block.
+            unsafe { cached.write_bytes(1, 12 << 20) };
+            // SAFETY: live block with this layout; its mapping is cached.
+            unsafe { Zonal.dealloc(cached, big) };
+            let small = Layout::from_size_align(3 << 20, 16).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { Zonal.alloc(small) };
+            assert!(!p.is_null());
+            // SAFETY: inside the block.
+            unsafe { p.write_bytes(7, 3 << 20) };
+            // SAFETY: live block with this layout.
+            let grown = unsafe { Zonal.realloc(p, small, 10 << 20) };
+            assert_eq!(
+                grown, cached,
+                "growing did not reuse the committed mapping of the freed 12 MiB block"
+            );
+            // SAFETY: the first 3 MiB were copied.
+            let copied = unsafe { std::slice::from_raw_parts(grown, 3 << 20) };
+            assert!(copied.iter().all(|&b| b == 7), "contents lost in the move");
+            // SAFETY: live block with the layout it was grown to.
+            unsafe { Zonal.dealloc(grown, Layout::from_size_align(10 << 20, 16).unwrap()) };
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -137,11 +206,21 @@ fn run(name: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// No retention budget: freed segment-sized huge mappings would otherwise
+/// stay committed in the huge cache (within the budget) instead of going
+/// to the segment cache this measures.
+const NO_RETENTION: [(&str, &str); 2] = [("ZONAL_RETAIN_MIB", "0"), ("ZONAL_RETAIN_MAX_MIB", "0")];
+
 #[test]
 fn segment_cache_zero_unmaps_empty_segments() {
     run(
         "segment_cache",
-        &[("ZONAL_SEGMENT_CACHE", "0"), ("EXPECT_CACHED", "0")],
+        &[
+            ("ZONAL_SEGMENT_CACHE", "0"),
+            ("EXPECT_CACHED", "0"),
+            NO_RETENTION[0],
+            NO_RETENTION[1],
+        ],
     );
 }
 
@@ -149,8 +228,28 @@ fn segment_cache_zero_unmaps_empty_segments() {
 fn segment_cache_keeps_that_many_empty_segments() {
     run(
         "segment_cache",
-        &[("ZONAL_SEGMENT_CACHE", "20"), ("EXPECT_CACHED", "20")],
+        &[
+            ("ZONAL_SEGMENT_CACHE", "20"),
+            ("EXPECT_CACHED", "20"),
+            NO_RETENTION[0],
+            NO_RETENTION[1],
+        ],
     );
+}
+
+#[test]
+fn retention_budget_grows_when_a_working_set_comes_back() {
+    run("retention", &[("ZONAL_RETAIN_MAX_MIB", "256")]);
+}
+
+#[test]
+fn retention_budget_stays_at_its_base_when_told_to() {
+    run("retention", &[("ZONAL_RETAIN_MAX_MIB", "32")]);
+}
+
+#[test]
+fn a_growing_huge_block_moves_into_a_committed_mapping() {
+    run("huge_growth", &[]);
 }
 
 #[test]

@@ -9,8 +9,12 @@
 //! Growing a huge block moves its pages with `mremap` instead of copying,
 //! and leaves headroom (the mapping doubles, in address space only: pages
 //! that are never touched cost nothing), so a vector that keeps doubling
-//! moves once every other growth. A freed mapping of one segment is
-//! decommitted and cached for reuse; larger ones are unmapped.
+//! moves once every other growth, unless a freed mapping that fits is
+//! still committed: copying into it costs less than the kernel's clearing
+//! of fresh pages. A freed mapping stays committed in the
+//! pool's huge cache while the retention budget allows (see `pool`);
+//! otherwise one of a single segment is decommitted and cached as an empty
+//! segment, and a larger one is unmapped.
 
 use super::{map, map_mappable, pool, segment_of_page, Segment, HEADER_SIZE, HUGE_PAGE_SHIFT};
 use crate::os::{self, OS_PAGE};
@@ -67,6 +71,9 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
             true,
         ),
     };
+    if zeroed {
+        pool::note_fresh_huge_commit(needed);
+    }
     if crate::options::get().huge_os_pages {
         // A huge block is one big buffer: 2 MiB pages fault it in 512 times
         // faster. (A reused mapping already has the advice.)
@@ -116,6 +123,9 @@ pub(crate) unsafe fn huge_free(page: &Page) {
     let (mapping, zone) = unsafe { ((*seg).mapping_size, (*seg).zone) };
     stats::account(zone, -(mapping as isize), -(mapping as isize));
     map::unregister(map::map(), seg as usize, mapping >> SEGMENT_SHIFT);
+    if pool::cache_huge_mapping(seg) {
+        return;
+    }
     if mapping == SEGMENT_SIZE {
         // SAFETY: the mapping is ours, unpublished, and holds nothing live;
         // everything past the first OS page is dropped, so the header's page
@@ -130,8 +140,20 @@ pub(crate) unsafe fn huge_free(page: &Page) {
         os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
         pool::cache_huge(seg);
     } else {
-        pool::cache_huge_mapping(seg);
+        pool::unmap_huge(seg);
     }
+}
+
+/// Whether growing the huge block of `page` to `new_size` bytes is better
+/// done by allocating (and copying) than by [`huge_resize`]: when it needs
+/// a bigger mapping and the pool keeps a committed one that fits. Fresh
+/// pages cost more than the copy: the kernel clears them, and faults them
+/// in, before the caller writes them again.
+pub(crate) fn grow_by_copy(page: &Page, new_size: usize) -> bool {
+    let seg = segment_of_page(page);
+    let offset = page.area.get() as usize - seg.base();
+    mapping_size(offset, new_size)
+        .is_some_and(|needed| needed > seg.mapping_size && pool::has_huge_mapping(needed))
 }
 
 /// Resizes a huge block to hold at least `new_size` bytes, in place or by
@@ -174,6 +196,9 @@ pub(crate) unsafe fn huge_resize(page: &Page, new_size: usize) -> Option<NonNull
     super::note_mapped(new_base.as_ptr() as usize, new_mapping);
     let delta = new_mapping as isize - old_mapping as isize;
     stats::account(zone, delta, delta);
+    if delta > 0 {
+        pool::note_fresh_huge_commit(delta as usize);
+    }
     let seg = new_base.as_ptr().cast::<Segment>();
     // SAFETY: the header moved with the mapping and is ours.
     unsafe {

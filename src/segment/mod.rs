@@ -37,7 +37,7 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::Zone;
 use core::cell::Cell;
 use core::ptr::NonNull;
-pub(crate) use huge::{huge_alloc, huge_free, huge_resize};
+pub(crate) use huge::{grow_by_copy, huge_alloc, huge_free, huge_resize};
 pub(crate) use map::{SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE};
 pub(crate) use pool::{page_alloc, page_free, pool_lock, reset_after_fork};
 

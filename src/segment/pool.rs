@@ -10,16 +10,28 @@
 //! the pages back in, but nothing can wait for a background thread to give
 //! it back later, so retention is bounded twice:
 //!
-//! * by size: at most `ZONAL_RETAIN_MIB` of retained memory; beyond that
-//!   the oldest retained memory (cached segments first) is decommitted at
-//!   once. This bounds resident memory after a burst is freed, however idle
-//!   the program is afterwards;
+//! * by size: at most the *retention budget* of retained memory; beyond
+//!   that the oldest retained memory (cached huge mappings and segments
+//!   first) is decommitted at once. This bounds resident memory after a
+//!   burst is freed, however idle the program is afterwards;
 //! * by time: retained memory older than `ZONAL_PURGE_DELAY_MS` is
 //!   decommitted on the next pool operation.
 //!
+//! The budget is `ZONAL_RETAIN_MIB` plus an *extra* learnt from reuse
+//! ([`Budget`]): memory the budget made us decommit that the program then
+//! asks for again within the purge delay (we commit fresh memory while
+//! such decommits are recent) was decommitted in vain, and each such byte
+//! raises the extra, up to `ZONAL_RETAIN_MAX_MIB`. A program that frees
+//! and reallocates a working set larger than the base budget every few
+//! milliseconds thus stops faulting it back in after one round, while a
+//! one-off burst (freed and not reallocated) leaves the budget at its base.
+//! The extra halves for every purge delay that passes without such a
+//! regret.
+//!
 //! Empty segments leave the segment map at once (a stale pointer into one
 //! is recognised as foreign) and wait in the cache, newest first, up to
-//! `ZONAL_SEGMENT_CACHE` of them; the oldest beyond that is unmapped.
+//! `ZONAL_SEGMENT_CACHE` of them or as many as the retention budget covers,
+//! whichever is more; the oldest beyond that is unmapped.
 //!
 //! Invariant: `Pool::retained` is the sum of `Segment::dirty_bytes()` over
 //! partial and cached segments (full segments have no free page).
@@ -39,7 +51,7 @@ use map::SEGMENT_SIZE;
 
 const KINDS: usize = 3; // small, medium, large
 /// Freed huge mappings kept for reuse.
-const HUGE_CACHE: usize = 4;
+const HUGE_CACHE: usize = 8;
 const ZONES: usize = 4;
 
 struct Pool {
@@ -57,6 +69,21 @@ struct Pool {
     retained: Cell<usize>,
     /// Earliest purge deadline of any segment with dirty pages.
     next_purge: Cell<u64>,
+    budget: Budget,
+}
+
+/// The retention budget and what it learns from reuse (see the module
+/// docs). All times are `os::now_ms`.
+struct Budget {
+    /// Bytes retained beyond `ZONAL_RETAIN_MIB`.
+    extra: Cell<usize>,
+    /// Bytes the budget recently decommitted that fresh commits have not
+    /// yet matched.
+    unmatched_purges: Cell<usize>,
+    /// When the budget last decommitted memory.
+    last_purge: Cell<u64>,
+    /// When `extra` last grew or was last halved.
+    last_change: Cell<u64>,
 }
 
 // SAFETY: every field but `lock` is only accessed with `lock` held.
@@ -71,7 +98,68 @@ static POOL: Pool = Pool {
     huge_cache: [const { Cell::new(ptr::null_mut()) }; HUGE_CACHE],
     retained: Cell::new(0),
     next_purge: Cell::new(u64::MAX),
+    budget: Budget {
+        extra: Cell::new(0),
+        unmatched_purges: Cell::new(0),
+        last_purge: Cell::new(0),
+        last_change: Cell::new(0),
+    },
 };
+
+impl Budget {
+    /// Bytes of free memory that may stay committed now.
+    fn bytes(&self, now: u64) -> usize {
+        let options = crate::options::get();
+        let extra = self.extra.get();
+        if extra != 0 {
+            let periods =
+                now.saturating_sub(self.last_change.get()) / options.purge_delay_ms.max(1);
+            if periods != 0 {
+                self.extra
+                    .set(extra.checked_shr(periods.min(63) as u32).unwrap_or(0));
+                self.last_change.set(now);
+            }
+        }
+        options.retain_bytes + self.extra.get()
+    }
+
+    /// The budget decommitted `len` bytes of retained memory.
+    fn note_purge(&self, len: usize, now: u64) {
+        let cap = crate::options::get().retain_max_bytes;
+        self.unmatched_purges
+            .set(self.unmatched_purges.get().saturating_add(len).min(cap));
+        self.last_purge.set(now);
+    }
+
+    /// `len` bytes of fresh memory are being committed: if the budget
+    /// decommitted memory within the purge delay, that was in vain, and
+    /// the budget grows by what it now has to commit again.
+    fn note_fresh_commit(&self, len: usize, now: u64) {
+        let unmatched = self.unmatched_purges.get();
+        if unmatched == 0 {
+            return;
+        }
+        let options = crate::options::get();
+        if now.saturating_sub(self.last_purge.get()) > options.purge_delay_ms {
+            self.unmatched_purges.set(0);
+            return;
+        }
+        let grow = len.min(unmatched);
+        self.unmatched_purges.set(unmatched - grow);
+        let ceiling = options
+            .retain_max_bytes
+            .saturating_sub(options.retain_bytes);
+        self.extra.set((self.extra.get() + grow).min(ceiling));
+        self.last_change.set(now);
+    }
+}
+
+/// Notes `len` bytes of fresh memory committed for a huge block (taken
+/// outside the pool lock), for the retention budget.
+pub(super) fn note_fresh_huge_commit(len: usize) {
+    POOL.lock
+        .with(|| POOL.budget.note_fresh_commit(len, os::now_ms()));
+}
 
 /// The lock taken around every pool operation (also by the fork handlers).
 pub(crate) fn pool_lock() -> &'static SpinLock {
@@ -102,10 +190,11 @@ pub(crate) fn page_alloc(
             let seg = segment_acquire(zone, kind)?;
             list_push(partial, seg);
         }
-        // SAFETY: segments on a partial list are live and have a free page.
-        let seg = unsafe { &**partial };
+        let seg = committed_first(*partial);
         let free = seg.free_pages.get();
-        let index = free.trailing_zeros() as usize;
+        // Committed pages first: they need no page faults.
+        let dirty_free = free & seg.dirty_pages.get();
+        let index = if dirty_free != 0 { dirty_free } else { free }.trailing_zeros() as usize;
         let bit = 1u64 << index;
         seg.free_pages.set(free & !bit);
         seg.used_pages.set(seg.used_pages.get() + 1);
@@ -120,12 +209,31 @@ pub(crate) fn page_alloc(
         } else {
             os::note_committed(len as isize);
             stats::account(zone, 0, len as isize);
+            POOL.budget.note_fresh_commit(len, os::now_ms());
         }
         let page = &seg.pages[index];
         page.in_use.set(true);
         purge_expired();
         Some((NonNull::from(page), area, len, !dirty))
     })
+}
+
+/// The first of the first few segments of a partial list that has a free
+/// page still committed, or else the list's head: committed pages need no
+/// page faults. Pool lock held; `head` is not null.
+fn committed_first<'a>(head: *mut Segment) -> &'a Segment {
+    const LOOK_AT: usize = 16;
+    let mut seg = head;
+    for _ in 0..LOOK_AT {
+        let Some(s) = NonNull::new(seg) else { break };
+        // SAFETY: segments on a partial list are live.
+        let s = unsafe { s.as_ref() };
+        if s.free_pages.get() & s.dirty_pages.get() != 0 {
+            return s;
+        }
+        seg = s.next.get();
+    }
+    unsafe_ref(head)
 }
 
 /// Returns an unused page (no block handed out, none in flight) to its
@@ -152,7 +260,12 @@ pub(crate) fn page_free(page: &Page) {
                 list_remove(partial, seg_ptr);
             }
             segment_release(seg_ptr);
-        } else if was_full {
+        } else {
+            // The segment with the page freed last goes first: `page_alloc`
+            // then hands out committed pages before fresh ones.
+            if !was_full {
+                list_remove(partial, seg_ptr);
+            }
             list_push(partial, seg_ptr);
         }
         enforce_retention();
@@ -237,12 +350,17 @@ fn purge_expired() {
 }
 
 /// Decommits retained memory, cached huge mappings first, then the oldest
-/// cached segments, until at most `ZONAL_RETAIN_MIB` is retained.
+/// cached segments, until at most the budget is retained.
 fn enforce_retention() {
-    let budget = crate::options::get().retain_bytes;
+    let now = os::now_ms();
+    let budget = POOL.budget.bytes(now);
+    let before = POOL.retained.get();
+    if before <= budget {
+        return;
+    }
     for slot in &POOL.huge_cache {
         if POOL.retained.get() <= budget {
-            return;
+            break;
         }
         if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
             unmap_cached_huge(seg.as_ptr());
@@ -263,6 +381,8 @@ fn enforce_retention() {
             }
         });
     }
+    POOL.budget
+        .note_purge(before.saturating_sub(POOL.retained.get()), now);
 }
 
 /// A segment for `zone` and `kind` with all pages free, published in the
@@ -279,7 +399,7 @@ fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
             base.as_ptr().cast::<Segment>()
         }
     };
-    advise_no_huge_pages(seg);
+    advise_huge_pages(seg, kind);
     init_header(seg, zone, kind);
     stats::account(
         zone,
@@ -296,15 +416,33 @@ fn unsafe_ref<'a>(seg: *mut Segment) -> &'a Segment {
     unsafe { &*seg }
 }
 
-/// Segments get no transparent huge pages: a few live blocks would pin
-/// whole 2 MiB pages, and a remote free that returns a big block's memory
-/// (see `free`) would only split them. Said explicitly on every acquisition,
-/// because a cached segment may have backed a huge block (which does use
-/// them) before.
-fn advise_no_huge_pages(seg: *mut Segment) {
+/// Below this much committed memory, small-page segments get no
+/// transparent huge pages (see [`advise_huge_pages`]).
+const SMALL_HUGE_PAGES_FROM: usize = 32 << 20;
+
+/// Whether a segment of `kind` is backed by transparent huge pages (2 MiB:
+/// one page fault instead of 512, and far fewer TLB misses), said
+/// explicitly on every acquisition because a cached segment may have had
+/// other advice before.
+///
+/// * Medium segments get them: their pages are 512 KiB, four to a huge
+///   page.
+/// * Small-page segments (64 KiB pages) get them only once zonal holds at
+///   least [`SMALL_HUGE_PAGES_FROM`] committed: before that, a few live
+///   small blocks pinning whole 2 MiB pages would be a large share of a
+///   small program's memory; after it, a small one, and the TLB misses of
+///   a big heap of small blocks cost more.
+/// * Large segments (one page of blocks from 64 KiB to 1 MiB) do not: a
+///   huge page faults in the slack after the page's last block too, and
+///   when another thread frees the blocks of an idle owner (see
+///   `free::release_big_block_memory`) that slack is all that stays
+///   resident; with huge pages it was a sixth of a 512 MiB burst.
+fn advise_huge_pages(seg: *mut Segment, kind: PageKind) {
     if crate::options::get().huge_os_pages {
+        let huge = kind == PageKind::Medium
+            || (kind == PageKind::Small && os::committed_bytes() >= SMALL_HUGE_PAGES_FROM);
         // SAFETY: the segment is our mapping of SEGMENT_SIZE bytes.
-        unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, false) };
+        unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, huge) };
     }
 }
 
@@ -361,10 +499,16 @@ pub(super) fn cache_push(seg: *mut Segment) {
     }
     POOL.cache_newest.set(seg);
     POOL.cached.set(POOL.cached.get() + 1);
-    while POOL.cached.get() > crate::options::get().segment_cache {
+    let now = os::now_ms();
+    let limit = crate::options::get()
+        .segment_cache
+        .max(POOL.budget.bytes(now) / SEGMENT_SIZE);
+    while POOL.cached.get() > limit {
         let oldest = POOL.cache_oldest.get();
         cache_remove(oldest);
+        let before = POOL.retained.get();
         purge(unsafe_ref(oldest));
+        POOL.budget.note_purge(before - POOL.retained.get(), now);
         os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
         // SAFETY: the segment is ours, empty and unpublished; its retained
         // memory was just accounted for by `purge`.
@@ -416,14 +560,16 @@ pub(super) fn cache_huge(seg: *mut Segment) {
 }
 
 /// Keeps the mapping of a freed huge block (unpublished, its accounting
-/// already withdrawn from its zone) committed for reuse, or unmaps it when
-/// it would take more than half of the retention budget.
-pub(super) fn cache_huge_mapping(seg: *mut Segment) {
+/// already withdrawn from its zone) committed for reuse. Returns `false`
+/// (and keeps nothing) when it would take more than half of the retention
+/// budget: the caller then gives the memory back.
+pub(super) fn cache_huge_mapping(seg: *mut Segment) -> bool {
     let mapping = unsafe_ref(seg).mapping_size;
     POOL.lock.with(|| {
-        if mapping > crate::options::get().retain_bytes / 2 {
-            unmap_huge(seg);
-            return;
+        let now = os::now_ms();
+        if mapping > POOL.budget.bytes(now) / 2 {
+            POOL.budget.note_purge(mapping, now);
+            return false;
         }
         let oldest = POOL.huge_cache[0].replace(ptr::null_mut());
         for i in 1..HUGE_CACHE {
@@ -435,18 +581,31 @@ pub(super) fn cache_huge_mapping(seg: *mut Segment) {
             unmap_cached_huge(oldest.as_ptr());
         }
         enforce_retention();
+        true
     })
 }
 
-/// Takes a cached huge mapping of at least `mapping` bytes (and at most
-/// twice that, so reuse does not waste much), or `None`.
+/// The slot of the newest cached huge mapping that fits a request for
+/// `mapping` bytes: at least that, and at most twice that, so reuse does
+/// not waste much. Pool lock held.
+fn fitting_huge_mapping(mapping: usize) -> Option<&'static Cell<*mut Segment>> {
+    POOL.huge_cache.iter().rev().find(|slot| {
+        let seg = slot.get();
+        !seg.is_null()
+            && (mapping..=mapping.saturating_mul(2)).contains(&unsafe_ref(seg).mapping_size)
+    })
+}
+
+/// Whether [`take_huge_mapping`] would find a mapping of `mapping` bytes.
+pub(super) fn has_huge_mapping(mapping: usize) -> bool {
+    POOL.lock.with(|| fitting_huge_mapping(mapping).is_some())
+}
+
+/// Takes a cached huge mapping that fits a request for `mapping` bytes
+/// (see [`fitting_huge_mapping`]), or `None`.
 pub(super) fn take_huge_mapping(mapping: usize) -> Option<*mut Segment> {
     POOL.lock.with(|| {
-        let slot = POOL.huge_cache.iter().rev().find(|slot| {
-            let seg = slot.get();
-            !seg.is_null()
-                && (mapping..=mapping.saturating_mul(2)).contains(&unsafe_ref(seg).mapping_size)
-        })?;
+        let slot = fitting_huge_mapping(mapping)?;
         let seg = slot.replace(ptr::null_mut());
         POOL.retained
             .set(POOL.retained.get() - unsafe_ref(seg).mapping_size);
@@ -460,7 +619,7 @@ fn unmap_cached_huge(seg: *mut Segment) {
     unmap_huge(seg);
 }
 
-fn unmap_huge(seg: *mut Segment) {
+pub(super) fn unmap_huge(seg: *mut Segment) {
     let mapping = unsafe_ref(seg).mapping_size;
     // SAFETY: the mapping is ours, unpublished, and holds nothing live.
     unsafe { os::unmap(NonNull::new_unchecked(seg.cast()), mapping) };
