@@ -38,9 +38,13 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
     let heap = unsafe { &*heap::current() };
     // A live block start has its bit set and is granule aligned (the bit
     // covers the whole 16-byte granule, so the alignment is checked too).
-    let live = bits & bit != 0 && addr.is_multiple_of(GRANULE);
-    if !live || page.owner.load(Ordering::Relaxed) != heap.id() {
-        return free_shared(heap, seg, page, addr, live, size);
+    // Each test branches on its own: `free_shared` finds out again which
+    // one failed, off the fast path.
+    if bits & bit == 0
+        || !addr.is_multiple_of(GRANULE)
+        || page.owner.load(Ordering::Relaxed) != heap.id()
+    {
+        return free_shared(heap, seg, page, addr, size);
     }
     word.store(bits & !bit, Ordering::Relaxed);
     let used = page.push_local(ptr.cast::<Block>());
@@ -53,8 +57,9 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
 /// A bad pointer, or a live block of a page this thread does not own.
 #[cold]
 #[inline(never)]
-fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, live: bool, size: usize) {
-    if !live {
+fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, size: usize) {
+    let (word, bit) = seg.alloc_bit(addr);
+    if word.load(Ordering::Relaxed) & bit == 0 || !addr.is_multiple_of(GRANULE) {
         fault::report_bad_pointer(Op::Free, addr);
     }
     if seg.zone == crate::Zone::Gc {
