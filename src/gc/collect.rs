@@ -282,14 +282,17 @@ fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
         .unwrap_or(live);
     // The steady live's share of `work` (scanned as the last collection's).
     let steady_work = (work as u128 * steady as u128 / live.max(1) as u128) as usize;
-    let small = steady + full(steady_work);
+    let small = steady.saturating_add(full(steady_work));
     let min = min_threshold();
-    if small <= SMALL_HEAP_MINIMUMS * min {
+    if small <= SMALL_HEAP_MINIMUMS.saturating_mul(min) {
         next = next.max(small.saturating_sub(live));
     }
     let heap = HEAP.load(Ordering::Relaxed);
     next = next.max(heap.saturating_sub(live));
-    HEAP.store(heap.max(live + next.max(min)), Ordering::Relaxed);
+    HEAP.store(
+        heap.max(live.saturating_add(next.max(min))),
+        Ordering::Relaxed,
+    );
     TRIGGER.store(next, Ordering::Relaxed);
     ALLOCATED_SINCE.store(0, Ordering::Relaxed);
 }
