@@ -25,7 +25,7 @@
 //! how much of the allocation since the previous collection this one found
 //! dead (50 % to 100 %), and let the *heap* be the most bytes of GC blocks
 //! any trigger so far let be in use at once (live after a collection plus
-//! its trigger; it never shrinks). The next collection comes after
+//! its trigger, the minimum left out; it never shrinks). The next collection comes after
 //! `max(minimum, heap - live, full / 2, small)` more bytes of GC
 //! allocation (see [`record`]):
 //!
@@ -76,7 +76,8 @@ pub(crate) static ALLOCATED_SINCE: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of GC allocation that start the next collection.
 pub(crate) static TRIGGER: AtomicUsize = AtomicUsize::new(0);
 /// The heap: the most bytes of GC blocks a trigger so far let be in use
-/// at once (live after a collection plus its trigger).
+/// at once (live after a collection plus its trigger, not counting the
+/// minimum).
 pub(crate) static HEAP: AtomicUsize = AtomicUsize::new(0);
 /// Live bytes after the last [`STEADY_WINDOW`] collections (0: none yet).
 static RECENT_LIVE: [AtomicUsize; STEADY_WINDOW] = [const { AtomicUsize::new(0) }; STEADY_WINDOW];
@@ -289,10 +290,10 @@ fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
     }
     let heap = HEAP.load(Ordering::Relaxed);
     next = next.max(heap.saturating_sub(live));
-    HEAP.store(
-        heap.max(live.saturating_add(next.max(min))),
-        Ordering::Relaxed,
-    );
+    // Not counting the minimum: it spaces collections of a small heap, and
+    // the heap filled only by it would let the allocation between two of
+    // them exceed it whenever the live size drops.
+    HEAP.store(heap.max(live.saturating_add(next)), Ordering::Relaxed);
     TRIGGER.store(next, Ordering::Relaxed);
     ALLOCATED_SINCE.store(0, Ordering::Relaxed);
 }
