@@ -38,7 +38,7 @@
 //!   allocated byte stays bounded; Boehm's default divisor of 3 is
 //!   `full / 2` with the default 67 %;
 //! * `small`: a heap of at most 8 × the minimum (128 MiB by default) may
-//!   grow to the *steady* live (the least of the last 4 collections, not
+//!   grow to the *steady* live (the least of the last 16 collections, not
 //!   counting a structure being built at the time of one) plus a whole
 //!   `full`: small heaps cost little memory, and their collections, cheap
 //!   one by one, would otherwise come often.
@@ -82,7 +82,7 @@ pub(crate) static HEAP: AtomicUsize = AtomicUsize::new(0);
 /// Live bytes after the last [`STEADY_WINDOW`] collections (0: none yet).
 static RECENT_LIVE: [AtomicUsize; STEADY_WINDOW] = [const { AtomicUsize::new(0) }; STEADY_WINDOW];
 /// Collections whose least live size is the steady one.
-const STEADY_WINDOW: usize = 4;
+const STEADY_WINDOW: usize = 16;
 /// Heaps up to this many minimum thresholds are small (see the module docs).
 const SMALL_HEAP_MINIMUMS: usize = 8;
 /// The user's minimum (`gc::set_threshold`), 0 for the option's default.
