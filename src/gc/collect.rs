@@ -20,31 +20,33 @@
 //!
 //! The trigger follows Boehm's free-space divisor and his "collect or
 //! expand" rule. Let `work = 2 * scannable live + atomic live / 4 + roots`
-//! (what the last collection scanned), `full = work ×
+//! (what the last collection scanned) and `full(work) = work ×
 //! ZONAL_GC_GROWTH_PERCENT / 100 × freed share`, where the freed share is
 //! how much of the allocation since the previous collection this one found
-//! dead (50 % to 100 %), and let the *heap* be the most bytes of GC blocks
-//! any trigger so far let be in use at once (live after a collection plus
-//! its trigger, the minimum left out; it never shrinks). The next collection comes after
-//! `max(minimum, heap - live, full / 2, small)` more bytes of GC
-//! allocation (see [`record`]):
+//! dead (50 % to 100 %). Let the *heap* be the most bytes of GC blocks any
+//! trigger so far let be in use at once (live after a collection plus its
+//! trigger, the minimum left out; it never shrinks). The next collection
+//! comes after `max(minimum, heap - live, full(work) / 2, small - live)`
+//! more bytes of GC allocation (see [`record`]):
 //!
 //! * `heap - live`: while the heap has room, the program fills it before
 //!   the next collection, whatever the live size;
-//! * `full / 2`: the heap grows (the trigger reaches past it) only when
-//!   less than half the full trigger would be allocated before it fills,
-//!   so the work of a collection (proportional to what it scans) is always
-//!   paid for by a proportional amount of allocation and GC work per
-//!   allocated byte stays bounded; Boehm's default divisor of 3 is
-//!   `full / 2` with the default 67 %;
-//! * `small`: a heap of at most 8 × the minimum (128 MiB by default) may
-//!   grow to the *steady* live (the least of the last 16 collections, not
-//!   counting a structure being built at the time of one) plus a whole
-//!   `full`: small heaps cost little memory, and their collections, cheap
-//!   one by one, would otherwise come often.
+//! * `full(work) / 2`: the heap grows (the trigger reaches past it) only
+//!   when less than half the full trigger would be allocated before it
+//!   fills, so the work of a collection (proportional to what it scans) is
+//!   always paid for by a proportional amount of allocation and GC work per
+//!   allocated byte stays bounded (Boehm's default free-space divisor of 3
+//!   is `full / 2` with the default 67 %);
+//! * `small = steady + full(steady's share of work)`, counted only while it
+//!   is at most 8 × the minimum (128 MiB by default): a small heap may grow
+//!   to the *steady* live (the least of the last 16 collections, so not a
+//!   structure that happened to be half built at one of them) plus a whole
+//!   full trigger, since small heaps cost little memory and their
+//!   collections, cheap one by one, would otherwise come often.
 //!
 //! The freed share keeps a structure that is being built (nothing dies)
-//! from growing the heap by much at each collection, so a small trigger
+//! from growing the heap by much at each collection (`full / 2` is then a
+//! quarter of the growth percentage of the scan work), so a small trigger
 //! finds it dead soon after it is dropped, instead of letting a whole
 //! trigger's worth of new allocation pile up on top of it. Filling the heap
 //! before collecting makes the peak memory of a program with a phase of
