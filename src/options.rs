@@ -16,7 +16,7 @@
 //! | `ZONAL_GC_SUSPEND_SIGNAL` | `SIGPWR` (30) | signal number that suspends threads for a collection |
 //! | `ZONAL_GC_RESUME_SIGNAL` | `SIGXCPU` (24) | signal number that resumes them |
 //! | `ZONAL_GC_MIN_THRESHOLD_KIB` | `16384` | GC-zone bytes allocated between automatic collections, at least |
-//! | `ZONAL_GC_GROWTH_PERCENT` | `67` | the next automatic collection comes after this percentage of the last one's scan work (`2 * scanned live + atomic live / 4 + roots`) in GC allocation |
+//! | `ZONAL_GC_GROWTH_PERCENT` | `67` | the full trigger, as a percentage of the last collection's scan work (`2 * scanned live + atomic live / 4 + roots`): the next automatic collection comes when the GC heap fills, and the heap grows only when less than half of the full trigger would be allocated before it does (see `src/gc/collect.rs`) |
 //! | `ZONAL_GC_MARK_STACK` | `4194304` | entries the collector's mark stack may hold before it falls back to overflow rescans |
 //! | `ZONAL_GC_DISABLE` | `0` | `1`: no automatic collections (explicit `gc::collect` still runs) |
 //! | `ZONAL_STACK_CAP_MIB` | `64` | stack-zone memory one thread may hold (frames' chunks and blocks); beyond it frame allocations fail |

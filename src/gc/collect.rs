@@ -18,14 +18,42 @@
 //! 3. sweep (`sweep`), resume the world;
 //! 4. record statistics and set the next trigger.
 //!
-//! The trigger follows Boehm's free-space divisor: the next collection
-//! comes after `max(minimum, (2 * scannable live + atomic live / 4 + roots)
-//! × ZONAL_GC_GROWTH_PERCENT / 100 × freed share)` more bytes of GC
-//! allocation, where the freed share is how much of the allocation since
-//! the previous collection this one found dead (25 % to 100 %; see
-//! [`record`]), so the work of a collection (which is
-//! proportional to what it scans) is paid for by a proportional amount of
-//! allocation, and GC work per allocated byte stays bounded.
+//! The trigger follows Boehm's free-space divisor and his "collect or
+//! expand" rule. Let `work = 2 * scannable live + atomic live / 4 + roots`
+//! (what the last collection scanned) and `full(work) = work ×
+//! ZONAL_GC_GROWTH_PERCENT / 100 × freed share`, where the freed share is
+//! how much of the allocation since the previous collection this one found
+//! dead (50 % to 100 %). Let the *heap* be the most bytes of GC blocks any
+//! trigger so far let be in use at once (live after a collection plus its
+//! trigger, the minimum left out; it never shrinks). The next collection
+//! comes after `max(minimum, heap - live, full(work) / 2, small - live)`
+//! more bytes of GC allocation (see [`record`]):
+//!
+//! * `heap - live`: while the heap has room, the program fills it before
+//!   the next collection, whatever the live size;
+//! * `full(work) / 2`: the heap grows (the trigger reaches past it) only
+//!   when less than half the full trigger would be allocated before it
+//!   fills, so the work of a collection (proportional to what it scans) is
+//!   always paid for by a proportional amount of allocation and GC work per
+//!   allocated byte stays bounded (Boehm's default free-space divisor of 3
+//!   is `full / 2` with the default 67 %);
+//! * `small = steady + full(steady's share of work)`, counted only while it
+//!   is at most 8 × the minimum (128 MiB by default): a small heap may grow
+//!   to the *steady* live (the least of the last 16 collections, so not a
+//!   structure that happened to be half built at one of them) plus a whole
+//!   full trigger, since small heaps cost little memory and their
+//!   collections, cheap one by one, would otherwise come often.
+//!
+//! The freed share keeps a structure that is being built (nothing dies)
+//! from growing the heap by much at each collection (`full / 2` is then a
+//! quarter of the growth percentage of the scan work), so a small trigger
+//! finds it dead soon after it is dropped, instead of letting a whole
+//! trigger's worth of new allocation pile up on top of it. Filling the heap
+//! before collecting makes the peak memory of a program with a phase of
+//! large live data (the heap it needed then) also the peak of what
+//! follows, as for bdwgc, instead of a trigger proportional to each
+//! collection's live bytes (which, taken while a large temporary structure
+//! is half built, would let memory grow past that peak).
 
 use super::mark::Marker;
 use super::{finalize, roots, sweep, weak};
@@ -49,6 +77,16 @@ static MARKER: MarkerCell = MarkerCell(UnsafeCell::new(Marker::new()));
 pub(crate) static ALLOCATED_SINCE: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of GC allocation that start the next collection.
 pub(crate) static TRIGGER: AtomicUsize = AtomicUsize::new(0);
+/// The heap: the most bytes of GC blocks a trigger so far let be in use
+/// at once (live after a collection plus its trigger, not counting the
+/// minimum).
+pub(crate) static HEAP: AtomicUsize = AtomicUsize::new(0);
+/// Live bytes after the last [`STEADY_WINDOW`] collections (0: none yet).
+static RECENT_LIVE: [AtomicUsize; STEADY_WINDOW] = [const { AtomicUsize::new(0) }; STEADY_WINDOW];
+/// Collections whose least live size is the steady one.
+const STEADY_WINDOW: usize = 16;
+/// Heaps up to this many minimum thresholds are small (see the module docs).
+const SMALL_HEAP_MINIMUMS: usize = 8;
 /// The user's minimum (`gc::set_threshold`), 0 for the option's default.
 pub(crate) static MIN_THRESHOLD: AtomicUsize = AtomicUsize::new(0);
 /// Disable guards alive.
@@ -231,12 +269,33 @@ fn record(marker: &Marker, swept: sweep::Swept, pause_ns: u64) {
     let work = 2 * marker.marked_scannable_bytes + atomic / 4 + marker.root_bytes;
     let percent = crate::options::get().gc_growth_percent;
     // Scaled by how much of what was allocated since the last collection
-    // this one found dead (at least a quarter): while a structure is being
-    // built nothing dies, and a small trigger then finds it dead soon after
-    // it is dropped, instead of letting a whole trigger's worth of new
-    // allocation pile up on top of it.
+    // this one found dead (at least half; see the module docs).
     let allocated = ALLOCATED_SINCE.load(Ordering::Relaxed).max(1) as u64;
-    let freed_share = (swept.bytes.min(allocated) * 100 / allocated).max(25) as usize;
-    TRIGGER.store(work / 100 * percent / 100 * freed_share, Ordering::Relaxed);
+    let freed_share = (swept.bytes.min(allocated) * 100 / allocated).max(50) as usize;
+    let full = |work: usize| work / 100 * percent / 100 * freed_share;
+    let live = marker.marked_bytes;
+    let mut next = full(work) / 2;
+    let slot = (COLLECTIONS.load(Ordering::Relaxed) as usize) % STEADY_WINDOW;
+    RECENT_LIVE[slot].store(live.max(1), Ordering::Relaxed);
+    let steady = RECENT_LIVE
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .filter(|&l| l != 0)
+        .min()
+        .unwrap_or(live);
+    // The steady live's share of `work` (scanned as the last collection's).
+    let steady_work = (work as u128 * steady as u128 / live.max(1) as u128) as usize;
+    let small = steady.saturating_add(full(steady_work));
+    let min = min_threshold();
+    if small <= SMALL_HEAP_MINIMUMS.saturating_mul(min) {
+        next = next.max(small.saturating_sub(live));
+    }
+    let heap = HEAP.load(Ordering::Relaxed);
+    next = next.max(heap.saturating_sub(live));
+    // Not counting the minimum: it spaces collections of a small heap, and
+    // the heap filled only by it would let the allocation between two of
+    // them exceed it whenever the live size drops.
+    HEAP.store(heap.max(live.saturating_add(next)), Ordering::Relaxed);
+    TRIGGER.store(next, Ordering::Relaxed);
     ALLOCATED_SINCE.store(0, Ordering::Relaxed);
 }
