@@ -222,11 +222,11 @@ fn zero_on_free_clears_the_block_before_it_is_freed() {
 fn pinning_needs_a_live_zonal_allocation() {
     let b = Box::new([0u64; 8]);
     let interior = b.as_ptr().wrapping_add(5).cast::<u8>();
-    let before = zonal::pinned::pinned_count();
     let guard = zonal::pin(interior).unwrap();
     assert_eq!(guard.allocation().base, b.as_ptr() as usize);
     assert_eq!(guard.allocation().zone, Zone::Manual);
-    assert!(zonal::pinned::pinned_count() > before);
+    // Other tests pin and unpin in parallel, so only a lower bound holds.
+    assert!(zonal::pinned::pinned_count() >= 1);
     drop(guard);
 
     let local = 0u64;
