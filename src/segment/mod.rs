@@ -53,7 +53,36 @@ const MEDIUM_PAGE_SHIFT: u32 = 19;
 /// Huge segments have one page, whatever the offset.
 const HUGE_PAGE_SHIFT: u32 = 63;
 
+/// Offsets in its segment of the start and end of page `index`'s block
+/// area, for pages of `1 << page_shift` bytes (the header is cut off the
+/// first pages). The pages of every kind tile `HEADER_SIZE..SEGMENT_SIZE`.
+pub(super) fn page_bounds(page_shift: u32, index: usize) -> (usize, usize) {
+    let start = (index << page_shift).max(HEADER_SIZE);
+    let end = ((index + 1) << page_shift).min(SEGMENT_SIZE);
+    (start, end)
+}
+
 impl PageKind {
+    /// Pages in a segment of this kind (not huge).
+    pub(super) const fn page_count(self) -> usize {
+        match self {
+            PageKind::Small => MAX_PAGES,
+            PageKind::Medium => SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT,
+            _ => 1,
+        }
+    }
+
+    /// The first page that has a block area (the header fills the ones
+    /// before it).
+    pub(super) const fn first_page(self) -> usize {
+        let first = HEADER_SIZE >> self.page_shift();
+        if first < self.page_count() {
+            first
+        } else {
+            self.page_count() - 1
+        }
+    }
+
     pub(super) const fn page_shift(self) -> u32 {
         match self {
             PageKind::Small => SMALL_PAGE_SHIFT,
@@ -159,10 +188,8 @@ impl Segment {
 
     /// Block area of page `index`: `(start, length)`.
     pub(super) fn page_area(&self, index: usize) -> (*mut u8, usize) {
-        let base = self.base();
-        let start = (index << self.page_shift).max(HEADER_SIZE);
-        let end = ((index + 1) << self.page_shift).min(SEGMENT_SIZE);
-        ((base + start) as *mut u8, end - start)
+        let (start, end) = page_bounds(self.page_shift, index);
+        ((self.base() + start) as *mut u8, end - start)
     }
 
     /// Bytes of the block areas of the dirty (free, committed) pages.

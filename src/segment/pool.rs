@@ -36,9 +36,7 @@
 //! Invariant: `Pool::retained` is the sum of `Segment::dirty_bytes()` over
 //! partial and cached segments (full segments have no free page).
 
-use super::{
-    map, map_mappable, segment_of_page, Segment, HEADER_SIZE, MAX_PAGES, MEDIUM_PAGE_SHIFT,
-};
+use super::{map, map_mappable, segment_of_page, Segment};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
 use crate::size_class::PageKind;
@@ -450,12 +448,8 @@ fn advise_huge_pages(seg: *mut Segment, kind: PageKind) {
 /// records are unused (fresh memory reads as zero; a reused segment's pages
 /// all came back) and its bitmaps are clear.
 fn init_header(seg: *mut Segment, zone: Zone, kind: PageKind) {
-    let page_count = match kind {
-        PageKind::Small => MAX_PAGES,
-        PageKind::Medium => SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT,
-        _ => 1,
-    };
-    let first_page = (HEADER_SIZE >> kind.page_shift()).min(page_count - 1);
+    let page_count = kind.page_count();
+    let first_page = kind.first_page();
     let free_pages = (u64::MAX >> (64 - page_count)) & !((1u64 << first_page) - 1);
     // SAFETY: the segment is ours and unpublished (see `unsafe_ref`).
     unsafe {
@@ -534,17 +528,92 @@ fn cache_remove(seg: *mut Segment) {
     POOL.cached.set(POOL.cached.get() - 1);
 }
 
-/// Takes the newest cached segment. Its retained pages stay committed only
-/// if it is reused for the same page kind (the dirty mask speaks of its old
-/// page layout); otherwise they are decommitted first. Pool lock held.
+/// Takes the newest cached segment of page kind `kind`, or else the newest
+/// cached segment. Its retained pages stay committed: as they are when it
+/// is reused for the same page kind, translated to the new page layout
+/// otherwise (see [`relayout_dirty`]); for a huge block (`kind` is `None`),
+/// which must read as zero, they are decommitted. Pool lock held.
 pub(super) fn take_cached(kind: Option<PageKind>) -> Option<*mut Segment> {
-    let seg = NonNull::new(POOL.cache_newest.get())?.as_ptr();
+    let newest = NonNull::new(POOL.cache_newest.get())?.as_ptr();
+    let mut seg = newest;
+    while !seg.is_null() && Some(unsafe_ref(seg).kind) != kind {
+        seg = unsafe_ref(seg).next.get();
+    }
+    let seg = if seg.is_null() { newest } else { seg };
     cache_remove(seg);
     let s = unsafe_ref(seg);
-    if Some(s.kind) != kind {
-        purge(s);
+    match kind {
+        Some(kind) if kind != s.kind => relayout_dirty(s, kind),
+        Some(_) => {}
+        None => purge(s),
     }
     Some(seg)
+}
+
+/// Bytes per bit of [`dirty_chunks`]: the small page size, of which the
+/// pages of every kind are whole multiples.
+const CHUNK_SHIFT: u32 = PageKind::Small.page_shift();
+
+/// The 64 KiB chunks of an empty segment's block areas that are dirty
+/// (committed), one bit each.
+fn dirty_chunks(seg: &Segment) -> u64 {
+    let mut chunks = 0u64;
+    let mut dirty = seg.dirty_pages.get();
+    while dirty != 0 {
+        let (start, end) = super::page_bounds(seg.page_shift, dirty.trailing_zeros() as usize);
+        dirty &= dirty - 1;
+        chunks |= chunk_mask(start, end);
+    }
+    chunks
+}
+
+/// The chunk bits of `start..end` (offsets in a segment, chunk aligned).
+fn chunk_mask(start: usize, end: usize) -> u64 {
+    let (first, last) = (start >> CHUNK_SHIFT, end >> CHUNK_SHIFT);
+    (u64::MAX >> (64 - (last - first))) << first
+}
+
+/// Rewrites the dirty mask of an empty cached segment for its reuse with
+/// pages of `kind`: a new page whose whole area was committed stays
+/// dirty (no page faults when it is handed out); the committed parts of a
+/// page that was only partly committed are decommitted, so that every
+/// page not marked dirty reads as zero (which `alloc_zeroed` relies on).
+/// Pool lock held; the caller then writes the header for `kind`.
+fn relayout_dirty(seg: &Segment, kind: PageKind) {
+    let chunks = dirty_chunks(seg);
+    let old_bytes = seg.dirty_bytes();
+    let mut dirty = 0u64;
+    let mut kept = 0;
+    for index in kind.first_page()..kind.page_count() {
+        let (start, end) = super::page_bounds(kind.page_shift(), index);
+        let mask = chunk_mask(start, end);
+        if chunks & mask == mask {
+            dirty |= 1 << index;
+            kept += end - start;
+            continue;
+        }
+        let mut partial = chunks & mask;
+        while partial != 0 {
+            let chunk = partial.trailing_zeros() as usize;
+            partial &= partial - 1;
+            let at = (seg.base() + (chunk << CHUNK_SHIFT)) as *mut u8;
+            // SAFETY: the chunk lies in the block areas of an empty segment
+            // that we hold (unpublished): nothing lives in it. Should the
+            // kernel refuse to drop it, clearing it keeps the page's
+            // promise to read as zero (the bytes stay committed unseen).
+            unsafe {
+                if !os::decommit(at, 1 << CHUNK_SHIFT) {
+                    ptr::write_bytes(at, 0, 1 << CHUNK_SHIFT);
+                }
+            }
+        }
+    }
+    os::note_committed(kept as isize - old_bytes as isize);
+    POOL.retained.set(POOL.retained.get() - old_bytes + kept);
+    seg.dirty_pages.set(dirty);
+    if dirty == 0 {
+        seg.purge_deadline.set(u64::MAX);
+    }
 }
 
 /// Takes a cached segment for a huge block (which must read as zero) with
