@@ -66,7 +66,7 @@ fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, size: usize
         return crate::gc::free_block(heap, seg, page, addr);
     }
     heap.count(seg.zone, |c| c.on_free(size));
-    release_big_block_memory(addr, page.block_size.get());
+    release_big_block_memory(seg, page, addr);
     let block = addr as *mut Block;
     // SAFETY: the block is live (its bit is set) and the caller gave it up.
     if unsafe { thread_free::push(&page.thread_free, block) } == Pushed::MustNotify {
@@ -101,16 +101,26 @@ const RELEASE_ON_REMOTE_FREE_MIN: usize = 64 * 1024;
 /// The OS page holding the block's first word stays: the push writes the
 /// free-list link there at once, and in a segment backed by transparent
 /// huge pages that write would fault a whole 2 MiB page back in once the
-/// rest of its range is decommitted.
-fn release_big_block_memory(addr: usize, block_size: usize) {
+/// rest of its range is decommitted. The page's last block also gives back
+/// the slack after it, where no block ever lives but which a huge page
+/// made resident.
+fn release_big_block_memory(seg: &Segment, page: &Page, addr: usize) {
+    let block_size = page.block_size.get();
     if block_size < RELEASE_ON_REMOTE_FREE_MIN {
         return;
     }
     let start = (addr + core::mem::size_of::<Block>() + OS_PAGE - 1) & !(OS_PAGE - 1);
-    let end = (addr + block_size) & !(OS_PAGE - 1);
+    let blocks_end = page.area.get() as usize + page.reserved.get() as usize * block_size;
+    let block_end = addr + block_size;
+    let end = if block_end == blocks_end {
+        seg.page_area_end(page)
+    } else {
+        block_end
+    } & !(OS_PAGE - 1);
     if end > start {
         // SAFETY: the range lies inside a freed block that this thread still
-        // exclusively holds; nothing lives in it.
+        // exclusively holds, or in the page's slack, which holds no block;
+        // nothing lives in it.
         unsafe { os::decommit(start as *mut u8, end - start) };
     }
 }

@@ -10,7 +10,7 @@
 //! | `ZONAL_SHOW_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `ZONAL_PURGE_DELAY_MS` | `1000` | how long a free page stays committed before it is decommitted; `0` decommits at once |
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
-//! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on huge blocks, medium segments, and small-page segments once zonal holds 32 MiB committed; `0` keeps 4 KiB pages |
+//! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on huge blocks, and on segments once zonal holds 32 MiB committed; `0` keeps 4 KiB pages |
 //! | `ZONAL_RETAIN_MIB` | `32` | free memory kept committed (for reuse without page faults) before the oldest is decommitted at once |
 //! | `ZONAL_RETAIN_MAX_MIB` | `256` | the most the retention budget grows to when memory it made zonal decommit is asked for again within the purge delay; at most `ZONAL_RETAIN_MIB` disables the growth |
 //! | `ZONAL_GC_SUSPEND_SIGNAL` | `SIGPWR` (30) | signal number that suspends threads for a collection |

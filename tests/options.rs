@@ -189,30 +189,38 @@ fn scenario(name: &str) {
         "relayout" => {
             // Large blocks (one page per segment), all touched, then freed:
             // their segments wait in the cache, committed.
+            // 8 large pages: all but the last two (which the heap keeps in
+            // its ring of emptied large pages) go to the segment cache.
             let large = alloc_many(24, 900 << 10);
             free_all(&large, 900 << 10);
             // Medium blocks (512 KiB pages) reuse those segments.
             let faults_before = minor_faults();
             let medium = Layout::from_size_align(48 << 10, 16).unwrap();
-            let blocks: Vec<*mut u8> = (0..300)
+            let blocks: Vec<*mut u8> = (0..150)
                 .map(|_| {
                     // SAFETY: non-zero size.
                     let p = unsafe { Zonal.alloc_zeroed(medium) };
                     assert!(!p.is_null());
                     // SAFETY: the block is ours.
                     let bytes = unsafe { std::slice::from_raw_parts_mut(p, 48 << 10) };
-                    assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed gave dirty memory");
+                    assert!(
+                        bytes.iter().all(|&b| b == 0),
+                        "alloc_zeroed gave dirty memory"
+                    );
                     bytes.fill(0x22);
                     p
                 })
                 .collect();
             let faults = minor_faults() - faults_before;
-            println!("faults while reusing 14 MiB of cached large segments as medium: {faults}");
-            // Measured: about 870 (the cached pages' tails the large blocks
-            // never touched); about 2600 when the segments are decommitted
-            // before their reuse.
+            println!("faults while reusing 7 MiB of cached large segments as medium: {faults}");
+            // Measured: about 1900 faults; about 3500 when the segments are
+            // decommitted before their reuse (the check then reads each
+            // fresh page and the fill writes it: two faults per page). The
+            // large blocks never touched their pages' last 900 KiB nor the
+            // ends of their 1 MiB blocks, which account for about 600 of
+            // the 1900; the rest is not explained yet.
             assert!(
-                faults < 1500,
+                faults < 2700,
                 "{faults} page faults: the cached segments' committed memory was not reused"
             );
             for p in blocks {
@@ -230,7 +238,10 @@ fn scenario(name: &str) {
                 assert!(!p.is_null());
                 // SAFETY: the block is ours.
                 let bytes = unsafe { std::slice::from_raw_parts(p, 900 << 10) };
-                assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed gave dirty memory");
+                assert!(
+                    bytes.iter().all(|&b| b == 0),
+                    "alloc_zeroed gave dirty memory"
+                );
                 // SAFETY: live block with this layout.
                 unsafe { Zonal.dealloc(p, big) };
             }
@@ -261,7 +272,12 @@ fn run(name: &str, env: &[(&str, &str)]) {
 
 #[test]
 fn a_cached_segment_reused_for_another_page_kind_keeps_its_memory() {
-    run("relayout", &[]);
+    // 4 KiB pages, so that the fault count measures what was reused, and
+    // a budget that keeps all the cached segments committed.
+    run(
+        "relayout",
+        &[("ZONAL_HUGE_OS_PAGES", "0"), ("ZONAL_RETAIN_MIB", "128")],
+    );
 }
 
 /// Minor page faults of this process so far.

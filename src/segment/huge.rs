@@ -47,20 +47,25 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
     } else {
         None
     };
-    let (seg, zeroed) = match reused {
-        Some(seg) => (seg, false),
+    // The mapping, whether it reads as zero, and how much of it is fresh
+    // (committed from here on; for the retention budget).
+    let (seg, zeroed, fresh) = match reused {
+        Some(seg) => (seg, false, 0),
         None if needed == SEGMENT_SIZE && align <= SEGMENT_SIZE => {
             match pool::take_cached_for_huge() {
-                Some(seg) => {
-                    // A cached segment is committed only in its first OS page.
-                    os::note_committed((SEGMENT_SIZE - OS_PAGE) as isize);
-                    (seg, true)
+                Some((seg, dirty)) => {
+                    // A cached segment is committed in its first OS page and
+                    // in the pages it kept; the rest reads as zero.
+                    let fresh = SEGMENT_SIZE - OS_PAGE - dirty;
+                    os::note_committed(fresh as isize);
+                    (seg, dirty == 0, fresh)
                 }
                 None => (
                     map_mappable(needed, SEGMENT_SIZE)?
                         .as_ptr()
                         .cast::<Segment>(),
                     true,
+                    needed,
                 ),
             }
         }
@@ -69,10 +74,11 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
                 .as_ptr()
                 .cast::<Segment>(),
             true,
+            needed,
         ),
     };
-    if zeroed {
-        pool::note_fresh_huge_commit(needed);
+    if fresh != 0 {
+        pool::note_fresh_huge_commit(fresh);
     }
     if crate::options::get().huge_os_pages {
         // A huge block is one big buffer: 2 MiB pages fault it in 512 times

@@ -187,6 +187,12 @@ impl Segment {
     }
 
     /// Block area of page `index`: `(start, length)`.
+    /// The end of the block area of `page`, a page of this segment.
+    pub(crate) fn page_area_end(&self, page: &Page) -> usize {
+        let (area, len) = self.page_area(self.page_index(page));
+        area as usize + len
+    }
+
     pub(super) fn page_area(&self, index: usize) -> (*mut u8, usize) {
         let (start, end) = page_bounds(self.page_shift, index);
         ((self.base() + start) as *mut u8, end - start)

@@ -387,7 +387,7 @@ fn enforce_retention() {
 /// map: from the cache (its retained pages stay committed when the kind
 /// matches) or fresh from the OS.
 fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
-    let seg = match take_cached(Some(kind)) {
+    let seg = match take_cached(kind) {
         Some(seg) => seg,
         None => {
             let base = map_mappable(SEGMENT_SIZE, SEGMENT_SIZE)?;
@@ -397,7 +397,7 @@ fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
             base.as_ptr().cast::<Segment>()
         }
     };
-    advise_huge_pages(seg, kind);
+    advise_huge_pages(seg);
     init_header(seg, zone, kind);
     stats::account(
         zone,
@@ -414,31 +414,26 @@ fn unsafe_ref<'a>(seg: *mut Segment) -> &'a Segment {
     unsafe { &*seg }
 }
 
-/// Below this much committed memory, small-page segments get no
-/// transparent huge pages (see [`advise_huge_pages`]).
-const SMALL_HUGE_PAGES_FROM: usize = 32 << 20;
+/// Below this much committed memory, segments get no transparent huge
+/// pages (see [`advise_huge_pages`]).
+const HUGE_PAGES_FROM: usize = 32 << 20;
 
-/// Whether a segment of `kind` is backed by transparent huge pages (2 MiB:
-/// one page fault instead of 512, and far fewer TLB misses), said
-/// explicitly on every acquisition because a cached segment may have had
-/// other advice before.
+/// Whether a segment is backed by transparent huge pages (2 MiB: one page
+/// fault instead of 512, and far fewer TLB misses), said explicitly on
+/// every acquisition because a cached segment may have had other advice
+/// before. Segments get them once zonal holds at least [`HUGE_PAGES_FROM`]
+/// committed. Before that, a few live blocks pinning whole 2 MiB pages (a
+/// thread's one 80 KiB block makes its large page's first 2 MiB resident)
+/// would be a large share of a small program's memory; after it, a small
+/// one, and the page faults and TLB misses of a big heap cost more.
 ///
-/// * Medium segments get them: their pages are 512 KiB, four to a huge
-///   page.
-/// * Small-page segments (64 KiB pages) get them only once zonal holds at
-///   least [`SMALL_HUGE_PAGES_FROM`] committed: before that, a few live
-///   small blocks pinning whole 2 MiB pages would be a large share of a
-///   small program's memory; after it, a small one, and the TLB misses of
-///   a big heap of small blocks cost more.
-/// * Large segments (one page of blocks from 64 KiB to 1 MiB) do not: a
-///   huge page faults in the slack after the page's last block too, and
-///   when another thread frees the blocks of an idle owner (see
-///   `free::release_big_block_memory`) that slack is all that stays
-///   resident; with huge pages it was a sixth of a 512 MiB burst.
-fn advise_huge_pages(seg: *mut Segment, kind: PageKind) {
+/// A huge page also makes the slack after a large page's last block
+/// resident; when another thread frees the blocks of an idle owner, the
+/// last block's release gives that slack back too (see
+/// `free::release_big_block_memory`).
+fn advise_huge_pages(seg: *mut Segment) {
     if crate::options::get().huge_os_pages {
-        let huge = kind == PageKind::Medium
-            || (kind == PageKind::Small && os::committed_bytes() >= SMALL_HUGE_PAGES_FROM);
+        let huge = os::committed_bytes() >= HUGE_PAGES_FROM;
         // SAFETY: the segment is our mapping of SEGMENT_SIZE bytes.
         unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, huge) };
     }
@@ -531,21 +526,18 @@ fn cache_remove(seg: *mut Segment) {
 /// Takes the newest cached segment of page kind `kind`, or else the newest
 /// cached segment. Its retained pages stay committed: as they are when it
 /// is reused for the same page kind, translated to the new page layout
-/// otherwise (see [`relayout_dirty`]); for a huge block (`kind` is `None`),
-/// which must read as zero, they are decommitted. Pool lock held.
-pub(super) fn take_cached(kind: Option<PageKind>) -> Option<*mut Segment> {
+/// otherwise (see [`relayout_dirty`]). Pool lock held.
+fn take_cached(kind: PageKind) -> Option<*mut Segment> {
     let newest = NonNull::new(POOL.cache_newest.get())?.as_ptr();
     let mut seg = newest;
-    while !seg.is_null() && Some(unsafe_ref(seg).kind) != kind {
+    while !seg.is_null() && unsafe_ref(seg).kind != kind {
         seg = unsafe_ref(seg).next.get();
     }
     let seg = if seg.is_null() { newest } else { seg };
     cache_remove(seg);
     let s = unsafe_ref(seg);
-    match kind {
-        Some(kind) if kind != s.kind => relayout_dirty(s, kind),
-        Some(_) => {}
-        None => purge(s),
+    if s.kind != kind {
+        relayout_dirty(s, kind);
     }
     Some(seg)
 }
@@ -616,10 +608,21 @@ fn relayout_dirty(seg: &Segment, kind: PageKind) {
     }
 }
 
-/// Takes a cached segment for a huge block (which must read as zero) with
-/// the pool lock.
-pub(super) fn take_cached_for_huge() -> Option<*mut Segment> {
-    POOL.lock.with(|| take_cached(None))
+/// Takes the newest cached segment for a huge block of one segment, with
+/// the pool lock. Its committed pages are kept (the block then does not
+/// read as zero): returns the segment and how many bytes of its block
+/// areas were committed, which stop counting as retained.
+pub(super) fn take_cached_for_huge() -> Option<(*mut Segment, usize)> {
+    POOL.lock.with(|| {
+        let seg = NonNull::new(POOL.cache_newest.get())?.as_ptr();
+        cache_remove(seg);
+        let s = unsafe_ref(seg);
+        let dirty = s.dirty_bytes();
+        POOL.retained.set(POOL.retained.get() - dirty);
+        s.dirty_pages.set(0);
+        s.purge_deadline.set(u64::MAX);
+        Some((seg, dirty))
+    })
 }
 
 /// Caches the segment-sized mapping of a freed huge block (decommitted: its
