@@ -33,7 +33,15 @@ use thread_free::Block;
 use crate::sync::{AtomicUsize, Ordering};
 
 /// Bytes of fresh blocks carved per extension of a page.
-const EXTEND_BYTES: usize = 4096;
+///
+/// Carving little at a time keeps a page's untouched tail out of memory,
+/// but the blocks carved so far are all a page cycles through while the
+/// program frees what it allocates: its free list then runs dry, and the
+/// slow path runs, once per that many blocks (every 4 allocations of 1 KiB
+/// blocks at 4 KiB). 16 KiB made alloc/free churn of 16 B–1 KiB blocks 16 %
+/// faster and batches of 100,000 such blocks 8 % faster than 4 KiB (64 KiB
+/// gained nothing more).
+const EXTEND_BYTES: usize = 16 * 1024;
 
 /// Page metadata. All-zero bytes are a valid "unused" page, which is what a
 /// fresh or decommitted segment header holds.
@@ -293,7 +301,7 @@ mod tests {
         let page = page_over(&mut area, bin);
         assert_eq!(page.reserved.get() as usize, 65536 / 48);
         page.extend();
-        assert_eq!(page.capacity.get() as usize, 4096 / 48);
+        assert_eq!(page.capacity.get() as usize, EXTEND_BYTES / 48);
         let first = pop(&page) as usize;
         let second = pop(&page) as usize;
         assert_eq!(first, area.0.as_ptr() as usize);
