@@ -31,10 +31,14 @@
 //! Empty segments leave the segment map at once (a stale pointer into one
 //! is recognised as foreign) and wait in the cache, newest first, up to
 //! `ZONAL_SEGMENT_CACHE` of them or as many as the retention budget covers,
-//! whichever is more; the oldest beyond that is unmapped.
+//! whichever is more; the oldest beyond that is unmapped. A segment is
+//! taken back from the cache for its own page kind first; reused for
+//! another kind, it keeps the pages whose whole area was committed
+//! ([`relayout_dirty`]); for a huge block, all of them.
 //!
 //! Invariant: `Pool::retained` is the sum of `Segment::dirty_bytes()` over
-//! partial and cached segments (full segments have no free page).
+//! partial and cached segments (full segments have no free page), plus the
+//! mapping sizes of the cached huge mappings.
 
 use super::{map, map_mappable, segment_of_page, Segment};
 use crate::os::{self, OS_PAGE};
