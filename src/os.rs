@@ -20,6 +20,7 @@ pub(crate) const OS_PAGE: usize = 4096;
 
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
 static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+static DECOMMITS: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of address space zonal holds from the OS.
 pub(crate) fn reserved_bytes() -> usize {
@@ -29,6 +30,12 @@ pub(crate) fn reserved_bytes() -> usize {
 /// Bytes zonal holds committed (possibly resident).
 pub(crate) fn committed_bytes() -> usize {
     COMMITTED.load(Ordering::Relaxed)
+}
+
+/// Successful [`decommit`] calls so far (each one system call, however
+/// many pages it covers).
+pub(crate) fn decommit_calls() -> usize {
+    DECOMMITS.load(Ordering::Relaxed)
 }
 
 pub(crate) fn note_committed(delta: isize) {
@@ -168,7 +175,11 @@ pub(crate) unsafe fn unmap(base: NonNull<u8>, size: usize) {
 pub(crate) unsafe fn decommit(base: *mut u8, size: usize) -> bool {
     debug_assert!((base as usize).is_multiple_of(OS_PAGE) && size.is_multiple_of(OS_PAGE));
     // SAFETY: by the contract, the range is ours and holds nothing live.
-    unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) == 0 }
+    let done = unsafe { libc::madvise(base.cast(), size, libc::MADV_DONTNEED) == 0 };
+    if done {
+        DECOMMITS.fetch_add(1, Ordering::Relaxed);
+    }
+    done
 }
 
 /// Grows or shrinks a mapping, moving it to a new `align`-aligned address

@@ -148,6 +148,10 @@ pub struct Stats {
     pub os_reserved_bytes: u64,
     /// Memory committed from the OS by the whole allocator.
     pub os_committed_bytes: u64,
+    /// Calls that gave committed memory back to the OS (`madvise` with
+    /// `MADV_DONTNEED`) since the process started. Adjacent free pages go
+    /// back in one call, so this counts system calls, not pages.
+    pub os_decommits: u64,
     /// The garbage collector's statistics.
     pub gc: GcStats,
 }
@@ -210,6 +214,7 @@ pub fn stats() -> Stats {
         zones,
         os_reserved_bytes: crate::os::reserved_bytes() as u64,
         os_committed_bytes: crate::os::committed_bytes() as u64,
+        os_decommits: crate::os::decommit_calls() as u64,
         gc: crate::gc::stats(),
     }
 }
@@ -239,13 +244,14 @@ impl fmt::Display for Stats {
         }
         writeln!(
             f,
-            "{:<8} {:>12} {:>11} {:>12} {:>12} {:>12}",
+            "{:<8} {:>12} {:>11} {:>12} {:>12} {:>12}   {} decommit calls",
             "os",
             "",
             "",
             "",
             Bytes(self.os_committed_bytes),
-            Bytes(self.os_reserved_bytes)
+            Bytes(self.os_reserved_bytes),
+            self.os_decommits
         )?;
         let gc = &self.gc;
         writeln!(

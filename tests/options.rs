@@ -1,6 +1,7 @@
 //! The environment options take effect: `ZONAL_SEGMENT_CACHE` (empty
 //! segments kept for reuse instead of unmapped), `ZONAL_PURGE_DELAY_MS`
-//! (how long free pages stay committed) and `ZONAL_RETAIN_MIB` /
+//! (how long free pages stay committed, and that adjacent ones go back in
+//! one call) and `ZONAL_RETAIN_MIB` /
 //! `ZONAL_RETAIN_MAX_MIB` (the retention budget and how far it grows when
 //! a working set is freed and allocated again); and a growing huge block
 //! reuses a committed mapping. Each case runs in a child process started
@@ -114,6 +115,37 @@ fn scenario(name: &str) {
                     (after.saturating_sub(before)) / 1024
                 );
             }
+            free_all(&blocks[..1], 1024);
+        }
+        // As above, but the free pages wait out a short purge delay: they
+        // are adjacent, and go back to the OS in a call per run of them,
+        // not one per 64 KiB page (a page at a time would also split every
+        // transparent huge page they cover).
+        "purge_runs" => {
+            let blocks = alloc_many(3_000, 1024);
+            free_all(&blocks[1..], 1024);
+            let before = zonal::stats();
+            std::thread::sleep(Duration::from_millis(300));
+            // A page for another size class: the pool purges expired pages
+            // when it hands one out.
+            let other = alloc_many(1, 5000);
+            let after = zonal::stats();
+            let calls = after.os_decommits - before.os_decommits;
+            let freed = before
+                .os_committed_bytes
+                .saturating_sub(after.os_committed_bytes);
+            println!("{calls} decommit calls gave back {} KiB", freed / 1024);
+            assert!(
+                freed >= 2 * MIB,
+                "only {} KiB decommitted after the purge delay",
+                freed / 1024
+            );
+            assert!(
+                calls <= 3,
+                "{calls} decommit calls for {} KiB of adjacent free pages",
+                freed / 1024
+            );
+            free_all(&other, 5000);
             free_all(&blocks[..1], 1024);
         }
         // A 64 MiB working set of small blocks, freed and allocated again:
@@ -340,6 +372,11 @@ fn a_growing_huge_block_moves_into_a_committed_mapping() {
 #[test]
 fn purge_delay_zero_decommits_at_once() {
     run("purge_delay", &[("ZONAL_PURGE_DELAY_MS", "0")]);
+}
+
+#[test]
+fn adjacent_free_pages_are_decommitted_in_one_call() {
+    run("purge_runs", &[("ZONAL_PURGE_DELAY_MS", "100")]);
 }
 
 #[test]

@@ -284,22 +284,31 @@ fn set_deadline(seg: &Segment) {
     POOL.next_purge.set(POOL.next_purge.get().min(deadline));
 }
 
-/// Decommits the dirty pages of `seg`.
+/// Decommits the dirty pages of `seg`, each run of adjacent dirty pages in
+/// one call. Besides saving system calls, a run that covers whole 2 MiB
+/// ranges of a segment backed by transparent huge pages frees those huge
+/// pages whole: decommitting them 64 KiB at a time would split each into
+/// base pages first, and the memory would come back as 512 page faults and
+/// stay mapped by base pages (many more TLB misses) after that.
 fn purge(seg: &Segment) {
     let mut dirty = seg.dirty_pages.get();
     while dirty != 0 {
-        let index = dirty.trailing_zeros() as usize;
-        dirty &= dirty - 1;
-        let (area, len) = seg.page_area(index);
-        // SAFETY: the page is free, so nothing lives in its block area, which
-        // is page aligned inside our mapping.
-        if unsafe { os::decommit(area, len) } {
+        let first = dirty.trailing_zeros() as usize;
+        let run = (dirty >> first).trailing_ones() as usize;
+        let run_mask = (u64::MAX >> (64 - run)) << first;
+        dirty &= !run_mask;
+        let (start, _) = seg.page_area(first);
+        let (last, last_len) = seg.page_area(first + run - 1);
+        // Page areas of adjacent indices are adjacent (see `page_bounds`).
+        let len = last as usize + last_len - start as usize;
+        // SAFETY: the pages are free, so nothing lives in their block areas,
+        // which are adjacent and page aligned inside our mapping.
+        if unsafe { os::decommit(start, len) } {
             os::note_committed(-(len as isize));
             if let Some(zone) = published_zone(seg) {
                 stats::account(zone, 0, -(len as isize));
             }
-            seg.dirty_pages
-                .set(seg.dirty_pages.get() & !(1u64 << index));
+            seg.dirty_pages.set(seg.dirty_pages.get() & !run_mask);
             POOL.retained.set(POOL.retained.get() - len);
         }
     }
