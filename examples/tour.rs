@@ -17,7 +17,8 @@
 //! * routing a std `Vec`'s allocation to another zone with `with_zone`, and
 //!   checked access to raw pointers (`inspect`, `checked`);
 //!
-//! then prints the statistics table.
+//! then prints the statistics table, and gives the free memory zonal kept
+//! for reuse back to the OS (`release_free_memory`).
 
 use allocator_api2::vec::Vec as ZoneVec;
 use std::alloc::Layout;
@@ -111,6 +112,14 @@ fn main() {
 
     println!("{}", zonal::stats());
     drop((pinned, routed));
+
+    // 12. The free memory zonal keeps committed for reuse, back to the OS.
+    let freed = zonal::release_free_memory();
+    println!(
+        "12. release_free_memory gave {:.1} MiB back to the OS; {:.1} MiB committed now",
+        freed as f64 / (1 << 20) as f64,
+        zonal::stats().os_committed_bytes as f64 / (1 << 20) as f64,
+    );
 }
 
 /// A cons cell in the GC zone.

@@ -72,6 +72,8 @@ pub use api::global::Zonal;
 #[cfg(not(loom))]
 pub use api::inspect::{checked, inspect, Allocation};
 #[cfg(not(loom))]
+pub use api::release::release_free_memory;
+#[cfg(not(loom))]
 pub use api::route::{current_zone, with_zone, RouteError};
 #[cfg(not(loom))]
 pub use api::zone::{ManualZone, PinnedZone, Zone};

@@ -184,6 +184,65 @@ fn scenario(name: &str) {
                 );
             }
         }
+        // `release_free_memory` gives back a freed huge block's mapping,
+        // which the budget keeps committed; then a 64 MiB working set that
+        // the budget has learnt to keep (as above), after which the budget
+        // starts again from its base.
+        "release" => {
+            let before = zonal::stats().os_committed_bytes;
+            let huge = alloc_many(1, 12 << 20);
+            free_all(&huge, 12 << 20);
+            let kept = zonal::stats().os_committed_bytes.saturating_sub(before);
+            assert!(
+                kept >= 12 * MIB,
+                "the freed 12 MiB block's mapping was not kept ({} MiB)",
+                kept / MIB
+            );
+            zonal::release_free_memory();
+            let after = zonal::stats().os_committed_bytes.saturating_sub(before);
+            assert!(
+                after <= MIB,
+                "{} MiB of the huge block's mapping still committed after release_free_memory",
+                after / MIB
+            );
+            for _ in 0..4 {
+                let blocks = alloc_many(64 * 1024, 1024);
+                free_all(&blocks, 1024);
+            }
+            let kept = zonal::stats().os_committed_bytes.saturating_sub(before);
+            let released = zonal::release_free_memory() as u64;
+            let after = zonal::stats().os_committed_bytes.saturating_sub(before);
+            println!(
+                "kept {} MiB, released {} MiB, {} MiB left",
+                kept / MIB,
+                released / MIB,
+                after / MIB
+            );
+            assert!(
+                kept >= 56 * MIB,
+                "the budget did not learn: only {} MiB kept",
+                kept / MIB
+            );
+            assert!(
+                after <= 4 * MIB,
+                "{} MiB still committed after release_free_memory",
+                after / MIB
+            );
+            assert!(
+                released + MIB >= kept - after && released <= kept - after + MIB,
+                "release_free_memory reported {} MiB, but {} MiB went back",
+                released / MIB,
+                (kept - after) / MIB
+            );
+            let blocks = alloc_many(64 * 1024, 1024);
+            free_all(&blocks, 1024);
+            let relearning = zonal::stats().os_committed_bytes.saturating_sub(before);
+            assert!(
+                relearning <= 40 * MIB,
+                "after release the first free kept {} MiB (base budget 32 MiB)",
+                relearning / MIB
+            );
+        }
         // A huge block grows while a freed mapping that fits is still
         // committed: realloc moves the block into it (copying) instead of
         // growing its own mapping into fresh pages.
@@ -362,6 +421,11 @@ fn retention_budget_grows_when_a_working_set_comes_back() {
 #[test]
 fn retention_budget_stays_at_its_base_when_told_to() {
     run("retention", &[("ZONAL_RETAIN_MAX_MIB", "32")]);
+}
+
+#[test]
+fn release_free_memory_gives_back_what_the_budget_kept() {
+    run("release", &[]);
 }
 
 #[test]

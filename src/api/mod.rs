@@ -4,5 +4,6 @@
 pub(crate) mod gc;
 pub(crate) mod global;
 pub(crate) mod inspect;
+pub(crate) mod release;
 pub(crate) mod route;
 pub(crate) mod zone;

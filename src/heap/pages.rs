@@ -323,6 +323,33 @@ pub(crate) fn give_up_all(heap: &Heap) {
     }
 }
 
+/// Returns the unused pages of the manual and pinned zones that `heap`
+/// keeps (its rings of recently emptied pages, and a queue's only page) to
+/// their segments, after taking in the blocks other threads freed into its
+/// pages. Owner only; see `zonal::release_free_memory`. The GC zone's pages
+/// are the collector's to return, and the stack zone's are its chunks.
+pub(crate) fn release_unused_pages(heap: &Heap) {
+    if !heap.is_active() {
+        return;
+    }
+    // As for any page slow path (see `page_with_free_block`).
+    let _deferral = DeferGuard::new();
+    free_delayed(heap);
+    for zone in [Zone::Manual, Zone::Pinned] {
+        let zone_heap = heap.zone(zone);
+        for queue in &zone_heap.queues {
+            // `for_each` reads a page's successor before the call, so the
+            // page may leave the queue.
+            queue.for_each(|page| {
+                page.collect(clear_alloc_bit);
+                if page.is_unused() {
+                    retire(heap, zone_heap, page);
+                }
+            });
+        }
+    }
+}
+
 /// In a forked child, for the forking thread's heap: its pages take its new
 /// owner id, and notifications that threads of the parent had under way
 /// (they do not exist here) are ended, or the owner would wait for them

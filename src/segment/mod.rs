@@ -39,7 +39,7 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 pub(crate) use huge::{grow_by_copy, huge_alloc, huge_free, huge_resize};
 pub(crate) use map::{SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE};
-pub(crate) use pool::{page_alloc, page_free, pool_lock, reset_after_fork};
+pub(crate) use pool::{page_alloc, page_free, pool_lock, release_retained, reset_after_fork};
 
 /// Bytes at the start of every segment that hold its header.
 pub(crate) const HEADER_SIZE: usize = 128 * 1024;

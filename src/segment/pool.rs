@@ -125,6 +125,14 @@ impl Budget {
         options.retain_bytes + self.extra.get()
     }
 
+    /// Drops what the budget learnt: the program said it wants its free
+    /// memory back (`release_retained`).
+    fn forget(&self, now: u64) {
+        self.extra.set(0);
+        self.unmatched_purges.set(0);
+        self.last_change.set(now);
+    }
+
     /// The budget decommitted `len` bytes of retained memory.
     fn note_purge(&self, len: usize, now: u64) {
         let cap = crate::options::get().retain_max_bytes;
@@ -339,6 +347,30 @@ fn for_each_retaining(mut f: impl FnMut(&Segment)) {
             f(s);
         }
     }
+}
+
+/// Decommits all retained memory (the free pages of partial and cached
+/// segments, and the cached huge mappings, which are unmapped) and forgets
+/// what the retention budget learnt, so that it starts again from
+/// `ZONAL_RETAIN_MIB`. Returns the bytes given back. See
+/// `zonal::release_free_memory`.
+pub(crate) fn release_retained() -> usize {
+    POOL.lock.with(|| {
+        let before = POOL.retained.get();
+        for slot in &POOL.huge_cache {
+            if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
+                unmap_cached_huge(seg.as_ptr());
+            }
+        }
+        for_each_retaining(|seg| {
+            if seg.dirty_pages.get() != 0 {
+                purge(seg);
+            }
+        });
+        POOL.next_purge.set(u64::MAX);
+        POOL.budget.forget(os::now_ms());
+        before - POOL.retained.get()
+    })
 }
 
 /// Decommits retained memory whose delay has passed.
