@@ -352,11 +352,9 @@ fn for_each_retaining(mut f: impl FnMut(&Segment)) {
 /// Decommits all retained memory (the free pages of partial and cached
 /// segments, and the cached huge mappings, which are unmapped) and forgets
 /// what the retention budget learnt, so that it starts again from
-/// `ZONAL_RETAIN_MIB`. Returns the bytes given back. See
-/// `zonal::release_free_memory`.
-pub(crate) fn release_retained() -> usize {
+/// `ZONAL_RETAIN_MIB`. See `zonal::release_free_memory`.
+pub(crate) fn release_retained() {
     POOL.lock.with(|| {
-        let before = POOL.retained.get();
         for slot in &POOL.huge_cache {
             if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
                 unmap_cached_huge(seg.as_ptr());
@@ -369,7 +367,6 @@ pub(crate) fn release_retained() -> usize {
         });
         POOL.next_purge.set(u64::MAX);
         POOL.budget.forget(os::now_ms());
-        before - POOL.retained.get()
     })
 }
 
