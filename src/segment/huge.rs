@@ -99,6 +99,9 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
         ptr::addr_of_mut!((*seg).kind).write(PageKind::Huge);
         ptr::addr_of_mut!((*seg).page_shift).write(HUGE_PAGE_SHIFT);
         ptr::addr_of_mut!((*seg).mapping_size).write(mapping);
+        // The advice above may cover only part of the mapping: a segment
+        // made of it later advises afresh.
+        (*seg).huge_advice.set(0);
         let page = &(*seg).pages[0];
         page.block_size.set(mapping - offset);
         page.reserved.set(1);

@@ -109,6 +109,9 @@ pub(crate) struct Segment {
     /// When the dirty pages may be decommitted (`u64::MAX`: none dirty).
     pub(super) purge_deadline: Cell<u64>,
     pub(super) used_pages: Cell<u32>,
+    /// The transparent-huge-page advice the mapping last got: 0 none yet
+    /// (or unknown), else [`HUGE_ADVICE_ON`] or [`HUGE_ADVICE_OFF`].
+    pub(super) huge_advice: Cell<u8>,
     /// Links in a partial list or the cache.
     pub(super) next: Cell<*mut Segment>,
     pub(super) prev: Cell<*mut Segment>,
@@ -121,6 +124,10 @@ pub(crate) struct Segment {
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SIZE);
+
+/// Values of [`Segment::huge_advice`].
+pub(super) const HUGE_ADVICE_ON: u8 = 1;
+pub(super) const HUGE_ADVICE_OFF: u8 = 2;
 const _: () = assert!(HEADER_SIZE.is_multiple_of(PAGE_ALIGN_MIN));
 
 impl Segment {

@@ -429,17 +429,17 @@ fn enforce_retention() {
 /// map: from the cache (its retained pages stay committed when the kind
 /// matches) or fresh from the OS.
 fn segment_acquire(zone: Zone, kind: PageKind) -> Option<*mut Segment> {
-    let seg = match take_cached(kind) {
-        Some(seg) => seg,
+    let (seg, fresh) = match take_cached(kind) {
+        Some(seg) => (seg, false),
         None => {
             let base = map_mappable(SEGMENT_SIZE, SEGMENT_SIZE)?;
             // Only the header's first OS page counts as committed until
             // pages are handed out (see `page_alloc`).
             os::note_committed(-((SEGMENT_SIZE - OS_PAGE) as isize));
-            base.as_ptr().cast::<Segment>()
+            (base.as_ptr().cast::<Segment>(), true)
         }
     };
-    advise_huge_pages(seg);
+    advise_huge_pages(seg, fresh);
     init_header(seg, zone, kind);
     stats::account(
         zone,
@@ -461,29 +461,41 @@ fn unsafe_ref<'a>(seg: *mut Segment) -> &'a Segment {
 const HUGE_PAGES_FROM: usize = 32 << 20;
 
 /// Whether a segment is backed by transparent huge pages (2 MiB: one page
-/// fault instead of 512, and far fewer TLB misses), said explicitly on
-/// every acquisition because a cached segment may have had other advice
-/// before. Segments get them once zonal holds at least [`HUGE_PAGES_FROM`]
+/// fault instead of 512, and far fewer TLB misses), decided on every
+/// acquisition because a cached segment may have had other advice before.
+/// Segments get them once zonal holds at least [`HUGE_PAGES_FROM`]
 /// committed. Before that, a few live blocks pinning whole 2 MiB pages (a
 /// thread's one 80 KiB block makes its large page's first 2 MiB resident)
 /// would be a large share of a small program's memory; after it, a small
 /// one, and the page faults and TLB misses of a big heap cost more.
 ///
-/// The call is made on every acquisition even when the segment's advice
-/// does not change: remembering the advice in the header and skipping the
-/// repeated `MADV_HUGEPAGE` was tried, and page faults went up 2.5 to 4
-/// times (mixed, vec-growth, larson-8), with fewer huge-page faults; why a
-/// repeated advice matters to the kernel is not understood yet.
+/// A fresh mapping gets its advice before anything touches it: the first
+/// touch of a 2 MiB range builds a base-page table for it, and faults
+/// there stay 4 KiB even after `MADV_HUGEPAGE` (writing the header first
+/// made page faults 2.5 to 4 times as many in mixed, vec-growth and
+/// larson-8). A cached segment's header records the advice it last got, so
+/// the system call (which takes the memory-map lock for writing) is made
+/// only when the advice changes (mixed: 1,677 calls to 31).
 ///
 /// A huge page also makes the slack after a large page's last block
 /// resident; when another thread frees the blocks of an idle owner, the
 /// last block's release gives that slack back too (see
 /// `free::release_big_block_memory`).
-fn advise_huge_pages(seg: *mut Segment) {
+fn advise_huge_pages(seg: *mut Segment, fresh: bool) {
     if crate::options::get().huge_os_pages {
         let huge = os::committed_bytes() >= HUGE_PAGES_FROM;
-        // SAFETY: the segment is our mapping of SEGMENT_SIZE bytes.
-        unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, huge) };
+        let advice = if huge {
+            super::HUGE_ADVICE_ON
+        } else {
+            super::HUGE_ADVICE_OFF
+        };
+        let s = unsafe_ref(seg);
+        // `fresh` first: reading a fresh header would be its first touch.
+        if fresh || s.huge_advice.get() != advice {
+            // SAFETY: the segment is our mapping of SEGMENT_SIZE bytes.
+            unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, huge) };
+        }
+        s.huge_advice.set(advice);
     }
 }
 
