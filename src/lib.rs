@@ -13,7 +13,7 @@
 //!   found reachable by a conservative scan of stacks, registers, static
 //!   data, thread-locals and the other zones.
 //! * [`PinnedZone`] and the [`pinned`] module: memory at stable addresses
-//!   (optionally page-locked), pin guards ([`pin`]) and FFI handles.
+//!   (optionally page-locked), pin guards ([`pin()`]) and FFI handles.
 //! * The [`stack`] module: per-thread LIFO frames whose memory is freed
 //!   wholesale when the frame ends.
 //! * [`with_zone`] routes a thread's global allocations to another zone;

@@ -19,7 +19,7 @@ use core::ptr::{self, NonNull};
 /// `Cell`, `RefCell`, atomics or locks inside `T`.
 ///
 /// If `T` needs `Drop`, its drop runs once the value is unreachable, on the
-/// thread that created it (see [`gc::run_finalizers`](crate::gc::run_finalizers)),
+/// thread that created it (see [`gc::run_finalizers`]),
 /// in topological order: if A points to B, A is dropped first, so a `Drop`
 /// may still read the `Gc` values it holds.
 ///

@@ -2,7 +2,7 @@
 //! mark-sweep collector on zonal's page machinery.
 //!
 //! GC memory lives in segments of the GC zone, allocated through the same
-//! per-thread heaps and pages as every other zone. A collection ([`collect`])
+//! per-thread heaps and pages as every other zone. A collection ([`collect()`])
 //! stops every registered thread, marks every GC block reachable from the
 //! roots (see `roots`: stacks, registers, TLS, data segments, explicit
 //! roots, and the live contents of the other zones), treating every aligned
@@ -308,7 +308,7 @@ pub fn collect() {
 
 /// Runs the finalizers (`Drop`) of objects this thread created that a
 /// collection found unreachable, and returns how many ran. Finalizers run
-/// on their creating thread only: here, at the end of [`collect`], and
+/// on their creating thread only: here, at the end of [`collect()`], and
 /// when the thread exits. Objects created by a thread that has exited are
 /// freed without their finalizer (counted as skipped in [`crate::GcStats`]).
 pub fn run_finalizers() -> usize {
@@ -317,7 +317,7 @@ pub fn run_finalizers() -> usize {
 
 /// Turns automatic collections off until the returned guard drops (guards
 /// nest; collections resume when the last one is gone). Explicit
-/// [`collect`] calls still run.
+/// [`collect()`] calls still run.
 ///
 /// ```
 /// let guard = zonal::gc::disable();
