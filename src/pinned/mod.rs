@@ -2,7 +2,7 @@
 //! [`PinnedZone`], ordinary pages of the `Pinned` zone):
 //!
 //! * [`PinnedOptions`]: page-locked (`mlock`) blocks and zero-on-free;
-//! * [`pin`](mod@pin): pin guards that keep any zonal allocation alive and scanned
+//! * `pin`: pin guards that keep any zonal allocation alive and scanned
 //!   (the pin table, read by the collector through `for_each_pinned`);
 //! * [`handles`]: the FFI handle table (`u64` handles with generations,
 //!   lock-free resolution on crossbeam-epoch).
