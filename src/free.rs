@@ -48,7 +48,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
     }
     word.store(bits & !bit, Ordering::Relaxed);
     let used = page.push_local(ptr.cast::<Block>());
-    heap.zone(seg.zone).counters.on_free(size);
+    page.count_local_free(size);
     if heap::needs_after_local_free(page, used) {
         heap::after_local_free(heap, seg.zone, page);
     }

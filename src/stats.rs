@@ -169,6 +169,15 @@ impl Stats {
 /// snapshot taken while other threads allocate is a consistent sum of
 /// slightly different moments.
 ///
+/// A thread's frees of blocks from its own pages are counted in the page
+/// first and reach its counters when that page next takes a slow path
+/// (its free list refilled, the page emptied, unfulled or given up), when
+/// the thread calls `stats()` or [`release_free_memory`](crate::release_free_memory),
+/// or when it exits. The calling thread's own figures are therefore exact;
+/// another running thread's may lag by the blocks it freed into pages that
+/// have not taken a slow path since (frees of other threads' blocks are
+/// counted at once).
+///
 /// ```
 /// let before = zonal::stats().zone(zonal::Zone::Manual).allocations;
 /// let v = allocator_api2::vec::Vec::<u64, _>::with_capacity_in(100, zonal::ManualZone);
@@ -179,6 +188,8 @@ impl Stats {
 /// println!("{s}");
 /// ```
 pub fn stats() -> Stats {
+    // SAFETY: the thread's heap outlives this call.
+    heap::fold_all_local_frees(unsafe { &*heap::current() });
     let mut zones = [ZoneStats::default(); ZONES];
     for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
         let i = zone as usize;

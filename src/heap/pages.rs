@@ -39,6 +39,7 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     let queue = &zone_heap.queues[bin];
     let mut moved = false;
     while let Some(page) = queue.first() {
+        fold_local_frees(zone_heap, page);
         if page_has_free_block(page) {
             if moved {
                 // A page before it went to the full list: the direct table
@@ -64,6 +65,37 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     Some(page)
 }
 
+/// Adds the frees the owner counted in `page` (see
+/// `Page::count_local_free`) to its counters in `zone_heap`. Called on the
+/// page's slow paths: every time its free list is refilled, and when it is
+/// unfulled, emptied, retired or given up.
+fn fold_local_frees(zone_heap: &ZoneHeap, page: &Page) {
+    let (count, bytes) = page.take_local_frees();
+    if count != 0 {
+        zone_heap.counters.on_frees(count, bytes);
+    }
+}
+
+/// Adds the frees counted in all of `heap`'s pages to its counters, so that
+/// the owner's own `stats()` are exact. Owner only. The GC zone's frees are
+/// never counted in pages (they all take the slow path).
+pub(crate) fn fold_all_local_frees(heap: &Heap) {
+    if !heap.is_active() {
+        return;
+    }
+    // The collector may update the queues of a stopped thread.
+    let _deferral = DeferGuard::new();
+    for zone in [Zone::Manual, Zone::Pinned, Zone::Stack] {
+        let zone_heap = heap.zone(zone);
+        let fold = |page: &Page| fold_local_frees(zone_heap, page);
+        zone_heap
+            .queues
+            .iter()
+            .for_each(|queue| queue.for_each(fold));
+        zone_heap.full.for_each(fold);
+    }
+}
+
 /// Collects pending frees and, if needed, carves new blocks. Owner only.
 fn page_has_free_block(page: &Page) -> bool {
     if page.free.get().is_null() {
@@ -76,6 +108,7 @@ fn page_has_free_block(page: &Page) -> bool {
 }
 
 fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
+    fold_local_frees(zone_heap, page);
     page.in_full.set(true);
     zone_heap.full.push_front(page);
     thread_free::set_state(&page.thread_free, State::UseDelayed, false);
@@ -159,6 +192,7 @@ fn stays_when_unused(page: &Page) -> bool {
 pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     let _deferral = DeferGuard::new();
     let zone_heap = heap.zone(zone);
+    fold_local_frees(zone_heap, page);
     if page.in_full.get() {
         unfull(zone_heap, page);
     }
@@ -197,6 +231,7 @@ pub(crate) fn after_sweep(heap: &Heap, page: &Page, keep: bool) {
 
 /// Returns an unused page in one of the heap's queues to its segment.
 fn retire(heap: &Heap, zone_heap: &ZoneHeap, page: &Page) {
+    fold_local_frees(zone_heap, page);
     heap.forget_emptied(page);
     let bin = page.bin.get() as usize;
     zone_heap.queues[bin].remove(page);
@@ -266,6 +301,7 @@ fn reclaim_abandoned(heap: &Heap, budget: usize) {
 /// Gives up an owned page that is in no queue and in the `Never` state:
 /// back to its segment if no block is out, else into the pool.
 fn abandon(heap: &Heap, zone: Zone, page: &Page) {
+    fold_local_frees(heap.zone(zone), page);
     heap.forget_emptied(page);
     page.collect(clear_alloc_bit);
     if page.is_unused() {
@@ -341,6 +377,7 @@ pub(crate) fn release_unused_pages(heap: &Heap) {
             // `for_each` reads a page's successor before the call, so the
             // page may leave the queue.
             queue.for_each(|page| {
+                fold_local_frees(zone_heap, page);
                 page.collect(clear_alloc_bit);
                 if page.is_unused() {
                     retire(heap, zone_heap, page);
