@@ -210,6 +210,40 @@ fn eight_threads_cross_thread_frees() {
     run(8, 6_000);
 }
 
+/// `release_free_memory` running in a loop on another thread (which also
+/// allocates and frees, so it has pages of its own to give back) while
+/// eight threads allocate, free and send blocks to each other: every
+/// block's contents must survive, and nothing may deadlock.
+#[test]
+fn release_free_memory_while_threads_allocate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let releaser = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng::new(99);
+            let mut calls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let held: Vec<Vec<u8>> = (0..64)
+                    .map(|i| vec![i as u8; random_size(&mut rng)])
+                    .collect();
+                zonal::release_free_memory();
+                for (i, v) in held.iter().enumerate() {
+                    assert!(v.iter().all(|&b| b == i as u8), "releaser's block changed");
+                }
+                drop(held);
+                zonal::release_free_memory();
+                calls += 2;
+            }
+            calls
+        })
+    };
+    run(8, 3_000);
+    stop.store(true, Ordering::Relaxed);
+    let calls = releaser.join().expect("releaser panicked");
+    assert!(calls > 0);
+}
+
 #[test]
 fn sixteen_threads_short_bursts() {
     // More threads than cores, started and stopped several times.
