@@ -101,6 +101,7 @@ fn worker(
     senders: Vec<mpsc::Sender<Msg>>,
     inbox: mpsc::Receiver<Msg>,
     start: Arc<Barrier>,
+    release_every: usize,
 ) -> (usize, usize) {
     let mut rng = Rng::new(0xC0FFEE + me as u64);
     let mut local: Vec<Msg> = Vec::new();
@@ -150,6 +151,11 @@ fn worker(
             let i = rng.below(local.len() as u64) as usize;
             verify_and_free(local.swap_remove(i), me);
         }
+        // Give this thread's unused pages and the pool's free memory back
+        // while other threads free into our pages.
+        if release_every != 0 && index % release_every == 0 {
+            zonal::release_free_memory();
+        }
         // Verify and free what others sent us, some after a realloc by
         // this thread (which does not own the block's page).
         while let Ok(m) = inbox.try_recv() {
@@ -176,6 +182,12 @@ fn worker(
 }
 
 fn run(threads: usize, ops: usize) {
+    run_releasing(threads, ops, 0);
+}
+
+/// [`run`], each worker calling `release_free_memory` every
+/// `release_every` operations (0: never).
+fn run_releasing(threads: usize, ops: usize, release_every: usize) {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..threads).map(|_| mpsc::channel::<Msg>()).unzip();
     let start = Arc::new(Barrier::new(threads));
@@ -187,7 +199,7 @@ fn run(threads: usize, ops: usize) {
             let start = start.clone();
             std::thread::Builder::new()
                 .name(format!("stress-{me}"))
-                .spawn(move || worker(me, threads, ops, senders, inbox, start))
+                .spawn(move || worker(me, threads, ops, senders, inbox, start, release_every))
                 .unwrap()
         })
         .collect();
@@ -211,9 +223,11 @@ fn eight_threads_cross_thread_frees() {
 }
 
 /// `release_free_memory` running in a loop on another thread (which also
-/// allocates and frees, so it has pages of its own to give back) while
-/// eight threads allocate, free and send blocks to each other: every
-/// block's contents must survive, and nothing may deadlock.
+/// allocates and frees, so it has pages of its own to give back), and
+/// called by each of eight threads every 97 operations while they
+/// allocate, free and send blocks to each other (so it collects remote
+/// frees into their pages): every block's contents must survive, and
+/// nothing may deadlock.
 #[test]
 fn release_free_memory_while_threads_allocate() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +252,7 @@ fn release_free_memory_while_threads_allocate() {
             calls
         })
     };
-    run(8, 3_000);
+    run_releasing(8, 3_000, 97);
     stop.store(true, Ordering::Relaxed);
     let calls = releaser.join().expect("releaser panicked");
     assert!(calls > 0);
