@@ -52,8 +52,7 @@ impl Counters {
 
     #[inline(always)]
     pub(crate) fn on_free(&self, bytes: usize) {
-        bump(&self.frees, 1);
-        bump(&self.free_bytes, bytes as u64);
+        self.on_frees(1, bytes as u64);
     }
 
     /// `count` blocks of `bytes` in all were freed (counted in a page first,

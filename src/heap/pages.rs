@@ -67,8 +67,9 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
 
 /// Adds the frees the owner counted in `page` (see
 /// `Page::count_local_free`) to its counters in `zone_heap`. Called on the
-/// page's slow paths: every time its free list is refilled, and when it is
-/// unfulled, emptied, retired or given up.
+/// page's slow paths: every time its free list is refilled (before a page
+/// goes to the full list too, as that follows a refill attempt), and when
+/// it is unfulled, emptied, retired or given up.
 fn fold_local_frees(zone_heap: &ZoneHeap, page: &Page) {
     let (count, bytes) = page.take_local_frees();
     if count != 0 {
@@ -108,7 +109,6 @@ fn page_has_free_block(page: &Page) -> bool {
 }
 
 fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
-    fold_local_frees(zone_heap, page);
     page.in_full.set(true);
     zone_heap.full.push_front(page);
     thread_free::set_state(&page.thread_free, State::UseDelayed, false);

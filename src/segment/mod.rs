@@ -124,11 +124,11 @@ pub(crate) struct Segment {
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SIZE);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(PAGE_ALIGN_MIN));
 
 /// Values of [`Segment::huge_advice`].
 pub(super) const HUGE_ADVICE_ON: u8 = 1;
 pub(super) const HUGE_ADVICE_OFF: u8 = 2;
-const _: () = assert!(HEADER_SIZE.is_multiple_of(PAGE_ALIGN_MIN));
 
 impl Segment {
     /// The segment that starts at `base`.
@@ -193,13 +193,13 @@ impl Segment {
         &self.pages[..count]
     }
 
-    /// Block area of page `index`: `(start, length)`.
     /// The end of the block area of `page`, a page of this segment.
     pub(crate) fn page_area_end(&self, page: &Page) -> usize {
         let (area, len) = self.page_area(self.page_index(page));
         area as usize + len
     }
 
+    /// Block area of page `index`: `(start, length)`.
     pub(super) fn page_area(&self, index: usize) -> (*mut u8, usize) {
         let (start, end) = page_bounds(self.page_shift, index);
         ((self.base() + start) as *mut u8, end - start)

@@ -355,16 +355,8 @@ fn for_each_retaining(mut f: impl FnMut(&Segment)) {
 /// `ZONAL_RETAIN_MIB`. See `zonal::release_free_memory`.
 pub(crate) fn release_retained() {
     POOL.lock.with(|| {
-        for slot in &POOL.huge_cache {
-            if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
-                unmap_cached_huge(seg.as_ptr());
-            }
-        }
-        for_each_retaining(|seg| {
-            if seg.dirty_pages.get() != 0 {
-                purge(seg);
-            }
-        });
+        unmap_cached_huge_until(0);
+        for_each_retaining(purge);
         POOL.next_purge.set(u64::MAX);
         POOL.budget.forget(os::now_ms());
     })
@@ -398,14 +390,7 @@ fn enforce_retention() {
     if before <= budget {
         return;
     }
-    for slot in &POOL.huge_cache {
-        if POOL.retained.get() <= budget {
-            break;
-        }
-        if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
-            unmap_cached_huge(seg.as_ptr());
-        }
-    }
+    unmap_cached_huge_until(budget);
     let mut seg = POOL.cache_oldest.get();
     while POOL.retained.get() > budget {
         let Some(s) = NonNull::new(seg) else { break };
@@ -423,6 +408,19 @@ fn enforce_retention() {
     }
     POOL.budget
         .note_purge(before.saturating_sub(POOL.retained.get()), now);
+}
+
+/// Unmaps cached huge mappings, oldest first, until at most `limit` bytes
+/// are retained or none is left. Pool lock held.
+fn unmap_cached_huge_until(limit: usize) {
+    for slot in &POOL.huge_cache {
+        if POOL.retained.get() <= limit {
+            break;
+        }
+        if let Some(seg) = NonNull::new(slot.replace(ptr::null_mut())) {
+            unmap_cached_huge(seg.as_ptr());
+        }
+    }
 }
 
 /// A segment for `zone` and `kind` with all pages free, published in the
