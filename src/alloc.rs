@@ -38,7 +38,6 @@ pub(crate) fn alloc_page_backed(zone: Zone, size: usize, align: usize) -> *mut u
         // owned one, or the static empty page whose free list is null).
         let page = unsafe { &*zone_heap.direct[(size + GRANULE - 1) >> GRANULE_SHIFT].get() };
         if let Some(block) = pop_block(page) {
-            zone_heap.counters.on_alloc(size);
             return block;
         }
     }
@@ -57,7 +56,8 @@ fn mark_allocated(addr: usize) {
 }
 
 /// Pops a block from the free list of `page` (the empty page, or one this
-/// thread owns), if it has one.
+/// thread owns), if it has one, and counts the allocation in the page (see
+/// `Page::note_alloc`).
 #[inline(always)]
 pub(crate) fn pop_block(page: &Page) -> Option<*mut u8> {
     let block = page.free.get();
@@ -67,7 +67,7 @@ pub(crate) fn pop_block(page: &Page) -> Option<*mut u8> {
     // SAFETY: `block` heads the free list of a page this thread owns (the
     // static empty page never has a free block).
     page.free.set(unsafe { (*block).next });
-    page.used.set(page.used.get() + 1);
+    page.note_alloc();
     mark_allocated(block as usize);
     Some(block.cast())
 }
@@ -81,22 +81,20 @@ fn alloc_slow(heap: &Heap, zone: Zone, size: usize, align: usize) -> *mut u8 {
     };
     let zone_heap = heap.zone(zone);
     if let Some(block) = zone_heap.first_page(bin).and_then(pop_block) {
-        zone_heap.counters.on_alloc(size);
         return block;
     }
-    alloc_from_new_page(heap, zone, bin, size)
+    alloc_from_new_page(heap, zone, bin)
 }
 
 #[cold]
 #[inline(never)]
-fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize, size: usize) -> *mut u8 {
+fn alloc_from_new_page(heap: &Heap, zone: Zone, bin: usize) -> *mut u8 {
     let Some(page) = heap::page_with_free_block(heap, zone, bin) else {
         return ptr::null_mut();
     };
     let Some(block) = pop_block(page) else {
         unreachable!("page_with_free_block returned a page without a free block");
     };
-    heap.count(zone, |c| c.on_alloc(size));
     if heap.is_dead() {
         heap::give_up_page(heap, zone, page);
     }
@@ -196,11 +194,7 @@ pub(crate) unsafe fn realloc(
             // pointer one past the end stays inside it (see `gc::mark`).
             let needed = new_size + usize::from(seg.zone == Zone::Gc);
             if fits_in_place(needed, block, align, addr) {
-                // GC-zone statistics count whole blocks (see `gc`): the
-                // block did not change.
-                if seg.zone != Zone::Gc {
-                    current_heap().count(seg.zone, |c| c.on_resize(old_size, new_size));
-                }
+                // Statistics count whole blocks: the block did not change.
                 return ptr;
             }
             seg.zone
@@ -209,7 +203,7 @@ pub(crate) unsafe fn realloc(
             // SAFETY: as above.
             let seg = unsafe { Segment::at(base) };
             let page = &seg.pages[0];
-            if addr != page.area.get() as usize || page.used.get() != 1 {
+            if addr != page.area.get() as usize || page.used() != 1 {
                 fault::report_bad_pointer(Op::Realloc, addr);
             }
             let zone = seg.zone;

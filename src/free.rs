@@ -19,7 +19,9 @@ use crate::size_class::GRANULE;
 use crate::sync::Ordering;
 
 /// Frees the block at `ptr`, which was allocated with `size` bytes (the
-/// size only feeds statistics). Aborts with a report on a bad pointer.
+/// size only feeds the statistics of huge blocks, which count requested
+/// sizes; other blocks count their block size). Aborts with a report on a
+/// bad pointer.
 ///
 /// # Safety
 /// If `ptr` is a live zonal block, the caller gives up all use of it.
@@ -44,11 +46,12 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
         || !addr.is_multiple_of(GRANULE)
         || page.owner.load(Ordering::Relaxed) != heap.id()
     {
-        return free_shared(heap, seg, page, addr, size);
+        return free_shared(heap, seg, page, addr);
     }
     word.store(bits & !bit, Ordering::Relaxed);
+    // Not counted here: the page's counts say how many blocks its owner
+    // freed (see `Page::take_counts`).
     let used = page.push_local(ptr.cast::<Block>());
-    page.count_local_free(size);
     if heap::needs_after_local_free(page, used) {
         heap::after_local_free(heap, seg.zone, page);
     }
@@ -57,7 +60,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
 /// A bad pointer, or a live block of a page this thread does not own.
 #[cold]
 #[inline(never)]
-fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, size: usize) {
+fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize) {
     let (word, bit) = seg.alloc_bit(addr);
     if word.load(Ordering::Relaxed) & bit == 0 || !addr.is_multiple_of(GRANULE) {
         fault::report_bad_pointer(Op::Free, addr);
@@ -65,7 +68,9 @@ fn free_shared(heap: &Heap, seg: &Segment, page: &Page, addr: usize, size: usize
     if seg.zone == crate::Zone::Gc {
         return crate::gc::free_block(heap, seg, page, addr);
     }
-    heap.count(seg.zone, |c| c.on_free(size));
+    // Not counted here: whoever collects the block from the page counts it
+    // (see `Page::take_counts`), so a thread's count of frees never gets
+    // ahead of its count of allocations.
     release_big_block_memory(seg, page, addr);
     let block = addr as *mut Block;
     // SAFETY: the block is live (its bit is set) and the caller gave it up.
@@ -134,7 +139,7 @@ fn free_outside_segments(addr: usize, size: usize) {
             // SAFETY: the map says a huge mapping starts at `base`.
             let seg = unsafe { Segment::at(base) };
             let page = &seg.pages[0];
-            if addr != page.area.get() as usize || page.used.get() != 1 {
+            if addr != page.area.get() as usize || page.used() != 1 {
                 fault::report_bad_pointer(Op::Free, addr);
             }
             // GC-zone statistics count whole blocks (see `gc`).

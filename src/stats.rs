@@ -1,9 +1,10 @@
 //! Statistics: per-zone counts of live bytes and blocks, peaks, committed
 //! and reserved memory, and allocation and free counts.
 //!
-//! Counting is per thread (see `heap::Counters`): the fast paths write only
-//! their own thread's counters, with plain stores, so statistics add no
-//! shared cache-line traffic. [`stats()`] sums the live threads' counters
+//! Counting is per thread (see `heap::Counters`): the fast paths count in
+//! the page record they write anyway, and the owning thread adds those
+//! counts to its own counters on the page's slow paths, with plain stores,
+//! so statistics add no shared cache-line traffic. [`stats()`] sums the live threads' counters
 //! and those of threads that have exited. Peaks are tracked at page
 //! granularity: each thread flushes its live-byte change into a global total
 //! on its slow paths (one atomic add per page, not per block) and the peak
@@ -80,8 +81,10 @@ pub(crate) fn account(zone: Zone, reserved: isize, committed: isize) {
     COMMITTED[zone as usize].fetch_add(committed as u64, Ordering::Relaxed);
 }
 
-/// Statistics of one zone. Byte counts are what the program asked for
-/// (layout sizes), except `committed_bytes` and `reserved_bytes`, which are
+/// Statistics of one zone. Byte counts of blocks are their usable sizes:
+/// the size class of a block up to 1 MiB (so `realloc` within its block
+/// changes nothing), the requested size of a huge block (the GC zone: its
+/// whole mapping). `committed_bytes` and `reserved_bytes` are
 /// memory held from the OS for the zone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -169,14 +172,18 @@ impl Stats {
 /// snapshot taken while other threads allocate is a consistent sum of
 /// slightly different moments.
 ///
-/// A thread's frees of blocks from its own pages are counted in the page
-/// first and reach its counters when that page next takes a slow path
-/// (its free list refilled, the page emptied, unfulled or given up), when
-/// the thread calls `stats()` or [`release_free_memory`](crate::release_free_memory),
-/// or when it exits. The calling thread's own figures are therefore exact;
-/// another running thread's may lag by the blocks it freed into pages that
-/// have not taken a slow path since (frees of other threads' blocks are
-/// counted at once).
+/// Allocations from a page and frees into it (by any thread) are counted
+/// in the page first, and reach the counters of the page's owner when that
+/// page next takes a slow path (its free list refilled, the page emptied,
+/// unfulled or given up), when the owner calls `stats()` or
+/// [`release_free_memory`](crate::release_free_memory), or when it exits;
+/// frees into pages of exited threads, when a thread takes such a page or
+/// calls `stats()`. So `stats()` first takes in the frees other threads
+/// made into the calling thread's pages and into pages of exited threads,
+/// and the calling thread's own figures are exact. Another running
+/// thread's may lag by what was allocated from or freed into its pages
+/// since they last took a slow path, allocations and frees alike (a free
+/// never counts before its allocation does).
 ///
 /// ```
 /// let before = zonal::stats().zone(zonal::Zone::Manual).allocations;
@@ -189,7 +196,7 @@ impl Stats {
 /// ```
 pub fn stats() -> Stats {
     // SAFETY: the thread's heap outlives this call.
-    heap::fold_all_local_frees(unsafe { &*heap::current() });
+    heap::settle_counts(unsafe { &*heap::current() });
     let mut zones = [ZoneStats::default(); ZONES];
     for zone in [Zone::Gc, Zone::Manual, Zone::Pinned, Zone::Stack] {
         let i = zone as usize;

@@ -127,7 +127,7 @@ pub(crate) fn find(addr: usize) -> Option<Allocation> {
                 zone: seg.zone,
                 base: area,
                 size,
-                live: read_field(&page.used) == 1,
+                live: page.used_racy() == 1,
             })
         }
     }

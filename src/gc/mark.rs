@@ -161,7 +161,7 @@ impl Marker {
         let page = &seg.pages[0];
         let area = page.area.get() as usize;
         let size = page.block_size.get();
-        if seg.zone != Zone::Gc || page.used.get() != 1 {
+        if seg.zone != Zone::Gc || page.used() != 1 {
             return;
         }
         if candidate >= area && candidate <= area + size {
@@ -348,7 +348,7 @@ pub(crate) fn object_at(start: usize) -> Option<(&'static Segment, usize)> {
             // SAFETY: as above.
             let seg = unsafe { Segment::at(base) };
             let page = &seg.pages[0];
-            (seg.zone == Zone::Gc && page.area.get() as usize == start && page.used.get() == 1)
+            (seg.zone == Zone::Gc && page.area.get() as usize == start && page.used() == 1)
                 .then(|| (seg, page.block_size.get()))
         }
     }
@@ -377,7 +377,7 @@ fn for_each_marked_object(seg: &Segment, mut f: impl FnMut(usize, usize, bool)) 
     if seg.is_huge() {
         let page = &seg.pages[0];
         let start = page.area.get() as usize;
-        if page.used.get() == 1 && is_marked(start) {
+        if page.used() == 1 && is_marked(start) {
             let (word, bit) = seg.no_scan_bit(start);
             f(
                 start,

@@ -206,10 +206,8 @@ fn alloc_block(heap: &Heap, size: usize, align: usize, scan: Scan) -> (*mut u8, 
     // statistics (which count block sizes, see the module docs) agree with
     // what the sweep frees.
     let size = size.saturating_add(1);
-    let request = match size_class::bin_for(size, align) {
-        Some(bin) => size_class::block_size_of(bin),
-        None => size,
-    };
+    let bin = size_class::bin_for(size, align);
+    let request = bin.map_or(size, size_class::block_size_of);
     let block = match scan {
         Scan::Conservative => crate::alloc::alloc_zeroed_page_backed(Zone::Gc, request, align),
         Scan::Atomic => crate::alloc::alloc_page_backed(Zone::Gc, request, align),
@@ -219,8 +217,13 @@ fn alloc_block(heap: &Heap, size: usize, align: usize, scan: Scan) -> (*mut u8, 
     }
     let page = crate::alloc::page_of_live_block(block as usize);
     let bytes = page.block_size.get();
-    if bytes != request {
-        // A huge block: it counts for its whole mapping.
+    if bin.is_some() {
+        // Pages count the blocks taken from them only for the other zones
+        // (see `heap::pages`).
+        heap.count(Zone::Gc, |c| c.on_alloc(bytes));
+    } else if bytes != request {
+        // A huge block (counted as `request` bytes when it was mapped): it
+        // counts for its whole mapping.
         heap.count(Zone::Gc, |c| c.on_resize(request, bytes));
     }
     set_no_scan(block, scan);

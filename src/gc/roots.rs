@@ -127,7 +127,7 @@ fn mark_zone_contents(marker: &mut Marker) {
 fn for_each_live_block(seg: &Segment, mut f: impl FnMut(usize, usize)) {
     if seg.is_huge() {
         let page = &seg.pages[0];
-        if page.used.get() == 1 {
+        if page.used() == 1 {
             f(page.area.get() as usize, page.block_size.get());
         }
         return;

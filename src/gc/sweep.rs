@@ -76,7 +76,7 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept, keep: &mut usize) {
     }
     // SAFETY: the world is stopped, so the owner's thread cannot exit.
     let owner = unsafe { Heap::owner_of_gc_page(page.owner.load(Ordering::Relaxed)) };
-    let whole = owner.is_some() && garbage_blocks == u64::from(page.used.get());
+    let whole = owner.is_some() && garbage_blocks == u64::from(page.used());
     if whole {
         // Every block still out is garbage and the owner retires the page
         // below: it goes back whole, so its blocks need not be linked into
@@ -84,7 +84,7 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept, keep: &mut usize) {
         for word in words {
             seg.alloc_bitmap[word].store(0, Ordering::Relaxed);
         }
-        page.used.set(0);
+        page.set_used(0);
     } else {
         for word in words {
             let alloc = seg.alloc_bitmap[word].load(Ordering::Relaxed);
@@ -125,7 +125,7 @@ fn sweep_page(seg: &Segment, page: &Page, swept: &mut Swept, keep: &mut usize) {
 fn sweep_huge(seg: &Segment, swept: &mut Swept) {
     let page = &seg.pages[0];
     let start = page.area.get() as usize;
-    if page.used.get() != 1 || super::mark::is_marked(start) {
+    if page.used() != 1 || super::mark::is_marked(start) {
         return;
     }
     swept.blocks += 1;

@@ -13,7 +13,7 @@
 //! it locally, which moves the page back to its queue. A local free into a
 //! full page moves it back directly (the free fast path checks `in_full`).
 
-use super::{pool_list, Heap, ZoneHeap, ABANDONED, PAGE_BACKED};
+use super::{pool_list, Heap, ZoneHeap, ABANDONED, PAGE_BACKED, PAGE_ZONES};
 use crate::fault::{self, Fault, Op};
 use crate::page::thread_free::{self, Block, State};
 use crate::page::Page;
@@ -22,6 +22,7 @@ use crate::size_class::{self, BIN_COUNT};
 use crate::sync::Ordering;
 use crate::thread::suspend::DeferGuard;
 use crate::Zone;
+use core::ptr;
 
 /// Returns a page of `zone` and `bin` that has a free block, first in its
 /// queue (so the direct table points at it), or `None` when the OS has no
@@ -39,7 +40,7 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     let queue = &zone_heap.queues[bin];
     let mut moved = false;
     while let Some(page) = queue.first() {
-        fold_local_frees(zone_heap, page);
+        fold_page_counts(heap, page);
         if page_has_free_block(page) {
             if moved {
                 // A page before it went to the full list: the direct table
@@ -65,36 +66,97 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     Some(page)
 }
 
-/// Adds the frees the owner counted in `page` (see
-/// `Page::count_local_free`) to its counters in `zone_heap`. Called on the
-/// page's slow paths: every time its free list is refilled (before a page
-/// goes to the full list too, as that follows a refill attempt), and when
-/// it is unfulled, emptied, retired or given up.
-fn fold_local_frees(zone_heap: &ZoneHeap, page: &Page) {
-    let (count, bytes) = page.take_local_frees();
-    if count != 0 {
-        zone_heap.counters.on_frees(count, bytes);
+/// Adds the allocations and frees the owner made in `page` since the last
+/// call (see `Page::take_counts`) to its statistics, as whole blocks.
+/// Called on the page's slow paths: every time its free list is refilled
+/// (before a page goes to the full list too, as that follows a refill
+/// attempt), and when it is unfulled, emptied, retired or given up; and for
+/// all pages by the owner's own `stats()`. The GC zone counts its blocks
+/// itself (see `gc`), so its pages' counts are dropped.
+fn fold_page_counts(heap: &Heap, page: &Page) {
+    let (allocs, frees) = page.take_counts();
+    if allocs == 0 && frees == 0 {
+        return;
     }
+    let zone = segment::segment_of_page(page).zone;
+    if zone == Zone::Gc {
+        return;
+    }
+    let block_size = page.block_size.get() as u64;
+    let (allocs, frees) = (u64::from(allocs), u64::from(frees));
+    heap.count(zone, |c| {
+        c.on_allocs(allocs, allocs * block_size);
+        c.on_frees(frees, frees * block_size);
+    });
 }
 
-/// Adds the frees counted in all of `heap`'s pages to its counters, so that
-/// the owner's own `stats()` are exact. Owner only. The GC zone's frees are
-/// never counted in pages (they all take the slow path).
-pub(crate) fn fold_all_local_frees(heap: &Heap) {
+/// Brings the statistics of `heap`'s thread up to date, for its own
+/// `stats()`: takes in the blocks other threads freed into its pages and
+/// into abandoned pages (whose owners exited), and adds every page's counts
+/// to the counters. Owner only.
+pub(crate) fn settle_counts(heap: &Heap) {
     if !heap.is_active() {
         return;
     }
     // The collector may update the queues of a stopped thread.
     let _deferral = DeferGuard::new();
+    // Frees into full pages were handed over to the owner.
+    free_delayed(heap);
     for zone in [Zone::Manual, Zone::Pinned, Zone::Stack] {
         let zone_heap = heap.zone(zone);
-        let fold = |page: &Page| fold_local_frees(zone_heap, page);
-        zone_heap
-            .queues
-            .iter()
-            .for_each(|queue| queue.for_each(fold));
-        zone_heap.full.for_each(fold);
+        for queue in &zone_heap.queues {
+            queue.for_each(|page| {
+                page.collect_remote(clear_alloc_bit);
+                fold_page_counts(heap, page);
+            });
+        }
+        // A full page's first remote free was handed over (see above) and
+        // unfulled it: what is left here has none pending.
+        zone_heap.full.for_each(|page| fold_page_counts(heap, page));
     }
+    reclaim_all_abandoned(heap);
+}
+
+/// Every abandoned page, once: takes in the frees made into it and counts
+/// them; unused pages go back to their segments, the others back to the
+/// pool.
+fn reclaim_all_abandoned(heap: &Heap) {
+    for list in 0..PAGE_ZONES * BIN_COUNT {
+        // Pages still in use wait in a chain of their own (through the pool
+        // link), so that none is taken twice.
+        let mut kept: *mut Page = ptr::null_mut();
+        while let Some(page) = ABANDONED.pop(list) {
+            // SAFETY: the pool hands over ownership of a valid page.
+            let page = unsafe { &*page };
+            if reclaim(heap, page) {
+                page.next.set(kept);
+                kept = page as *const Page as *mut Page;
+            }
+        }
+        while !kept.is_null() {
+            // SAFETY: the chain holds pages we took from the pool above.
+            let next = unsafe { (*kept).next.get() };
+            // SAFETY: we own the page and give it back.
+            unsafe { ABANDONED.push(list, kept) };
+            kept = next;
+        }
+    }
+}
+
+/// Takes in the frees made into an abandoned page this heap took from the
+/// pool and counts them; returns the page to its segment if it is unused.
+/// Returns whether the page is still in use (the caller gives it back to
+/// the pool; its owner is 0 again).
+fn reclaim(heap: &Heap, page: &Page) -> bool {
+    page.owner.store(heap.id(), Ordering::Relaxed);
+    page.collect(clear_alloc_bit);
+    fold_page_counts(heap, page);
+    if page.is_unused() {
+        segment::page_free(page);
+        return false;
+    }
+    page.owner.store(0, Ordering::Relaxed);
+    true
 }
 
 /// Collects pending frees and, if needed, carves new blocks. Owner only.
@@ -192,7 +254,7 @@ fn stays_when_unused(page: &Page) -> bool {
 pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     let _deferral = DeferGuard::new();
     let zone_heap = heap.zone(zone);
-    fold_local_frees(zone_heap, page);
+    fold_page_counts(heap, page);
     if page.in_full.get() {
         unfull(zone_heap, page);
     }
@@ -231,7 +293,7 @@ pub(crate) fn after_sweep(heap: &Heap, page: &Page, keep: bool) {
 
 /// Returns an unused page in one of the heap's queues to its segment.
 fn retire(heap: &Heap, zone_heap: &ZoneHeap, page: &Page) {
-    fold_local_frees(zone_heap, page);
+    fold_page_counts(heap, page);
     heap.forget_emptied(page);
     let bin = page.bin.get() as usize;
     zone_heap.queues[bin].remove(page);
@@ -286,12 +348,7 @@ fn reclaim_abandoned(heap: &Heap, budget: usize) {
         };
         // SAFETY: the pool hands over ownership of a valid page.
         let page = unsafe { &*page };
-        page.owner.store(heap.id(), Ordering::Relaxed);
-        page.collect(clear_alloc_bit);
-        if page.is_unused() {
-            segment::page_free(page);
-        } else {
-            page.owner.store(0, Ordering::Relaxed);
+        if reclaim(heap, page) {
             // SAFETY: we own the page and give it back.
             unsafe { ABANDONED.push(list, page as *const Page as *mut Page) };
         }
@@ -301,9 +358,9 @@ fn reclaim_abandoned(heap: &Heap, budget: usize) {
 /// Gives up an owned page that is in no queue and in the `Never` state:
 /// back to its segment if no block is out, else into the pool.
 fn abandon(heap: &Heap, zone: Zone, page: &Page) {
-    fold_local_frees(heap.zone(zone), page);
     heap.forget_emptied(page);
     page.collect(clear_alloc_bit);
+    fold_page_counts(heap, page);
     if page.is_unused() {
         segment::page_free(page);
         return;
@@ -377,8 +434,8 @@ pub(crate) fn release_unused_pages(heap: &Heap) {
             // `for_each` reads a page's successor before the call, so the
             // page may leave the queue.
             queue.for_each(|page| {
-                fold_local_frees(zone_heap, page);
                 page.collect(clear_alloc_bit);
+                fold_page_counts(heap, page);
                 if page.is_unused() {
                     retire(heap, zone_heap, page);
                 }
@@ -444,7 +501,7 @@ mod tests {
             while page.can_extend() || !page.free.get().is_null() {
                 blocks.push(alloc(Zone::Pinned, size, 16));
             }
-            assert_eq!(page.used.get(), page.reserved.get());
+            assert_eq!(page.used(), page.reserved.get());
             // The next allocation needs another page; this one becomes full.
             let other = alloc(Zone::Pinned, size, 16);
             assert!(!core::ptr::eq(page_of(other), page));

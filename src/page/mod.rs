@@ -43,8 +43,11 @@ use crate::sync::{AtomicUsize, Ordering};
 /// gained nothing more).
 const EXTEND_BYTES: usize = 16 * 1024;
 
-/// Bits of [`Page::local_frees`] that hold bytes; the block count is above.
-const FREE_COUNT_SHIFT: u32 = 40;
+/// [`Page::used_and_allocs`] holds the blocks out in its low 32 bits and
+/// the owner's allocations since the last [`Page::take_counts`] above them.
+const ALLOCS_SHIFT: u32 = 32;
+/// What one allocation adds to [`Page::used_and_allocs`].
+const ONE_ALLOC: u64 = (1 << ALLOCS_SHIFT) | 1;
 
 /// Page metadata. All-zero bytes are a valid "unused" page, which is what a
 /// fresh or decommitted segment header holds.
@@ -56,13 +59,15 @@ const FREE_COUNT_SHIFT: u32 = 40;
 #[repr(C, align(128))]
 pub(crate) struct Page {
     pub(crate) free: Cell<*mut Block>,
-    pub(crate) used: Cell<u32>,
-    pub(crate) capacity: Cell<u32>,
+    /// Blocks out (handed out, or freed by another thread and not yet
+    /// collected) in the low 32 bits; above them, the allocations made
+    /// from this page since its counts were last taken (see
+    /// [`Page::take_counts`]). Read through [`Page::used`].
+    used_and_allocs: Cell<u64>,
     pub(crate) local_free: Cell<*mut Block>,
-    /// The owner's frees into this page not yet added to its heap's
-    /// statistics: bytes in the low [`FREE_COUNT_SHIFT`] bits, blocks above
-    /// (see [`Page::count_local_free`]).
-    pub(crate) local_frees: Cell<u64>,
+    /// [`Page::used`] when the counts were last taken.
+    used_at_last_count: Cell<u32>,
+    pub(crate) capacity: Cell<u32>,
     pub(crate) block_size: Cell<usize>,
     pub(crate) reserved: Cell<u32>,
     pub(crate) bin: Cell<u8>,
@@ -103,10 +108,10 @@ impl Page {
     pub(crate) const fn unused() -> Page {
         Page {
             free: Cell::new(ptr::null_mut()),
-            used: Cell::new(0),
-            capacity: Cell::new(0),
+            used_and_allocs: Cell::new(0),
             local_free: Cell::new(ptr::null_mut()),
-            local_frees: Cell::new(0),
+            used_at_last_count: Cell::new(0),
+            capacity: Cell::new(0),
             block_size: Cell::new(0),
             reserved: Cell::new(0),
             bin: Cell::new(0),
@@ -143,8 +148,8 @@ impl Page {
         let block_size = size_class::block_size_of(bin);
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
-        self.local_frees.set(0);
-        self.used.set(0);
+        self.used_and_allocs.set(0);
+        self.used_at_last_count.set(0);
         self.capacity.set(0);
         self.block_size.set(block_size);
         self.reserved.set((area_len / block_size) as u32);
@@ -158,31 +163,63 @@ impl Page {
         self.owner.store(owner, Ordering::Relaxed);
     }
 
-    /// Counts a block of `size` bytes the owner freed, in the page record
-    /// the free writes anyway: per-thread counters on the free fast path
-    /// cost a miss-bound free loop (churn-batch-100k) 7 % of its time. The
-    /// owner adds the count to its heap's counters on the page's slow paths
-    /// ([`Page::take_local_frees`]). Between two of those, the page's
-    /// frees are at most the blocks live at the first plus those allocated
-    /// since (each at most `reserved`, 4,096), and their bytes at most twice
-    /// the page size: both fit their fields.
+    /// Blocks out: handed out, or freed by another thread and not yet
+    /// collected.
     #[inline(always)]
-    pub(crate) fn count_local_free(&self, size: usize) {
-        self.local_frees.set(
-            self.local_frees
-                .get()
-                .wrapping_add((1 << FREE_COUNT_SHIFT) + size as u64),
-        );
+    pub(crate) fn used(&self) -> u32 {
+        self.used_and_allocs.get() as u32
     }
 
-    /// The frees counted since the last call, as (blocks, bytes). Owner
-    /// only.
-    pub(crate) fn take_local_frees(&self) -> (u64, u64) {
-        let packed = self.local_frees.replace(0);
-        (
-            packed >> FREE_COUNT_SHIFT,
-            packed & ((1 << FREE_COUNT_SHIFT) - 1),
-        )
+    /// [`Page::used`] read by a thread that may not be the owner (see
+    /// `inspect`): a value the owner stored, perhaps stale.
+    pub(crate) fn used_racy(&self) -> u32 {
+        // SAFETY: the record lives in a mapped segment header; a volatile
+        // read of a word-sized field yields a value the owner stored, which
+        // the caller treats as a hint.
+        unsafe { core::ptr::read_volatile(self.used_and_allocs.as_ptr()) as u32 }
+    }
+
+    /// Sets [`Page::used`] for a page whose counts are not taken (a huge
+    /// block's page, or a GC page the collector sweeps).
+    pub(crate) fn set_used(&self, used: u32) {
+        let allocs = self.used_and_allocs.get() & !u64::from(u32::MAX);
+        self.used_and_allocs.set(allocs | u64::from(used));
+        self.used_at_last_count.set(used);
+    }
+
+    /// Notes a block handed out from `free`. The allocation is counted in
+    /// the same add that raises `used`: per-thread counters on the fast
+    /// paths cost a miss-bound alloc/free loop (churn-batch-100k) 6 % of its
+    /// time, their stores queueing behind the program's stores to blocks
+    /// that miss the cache.
+    #[inline(always)]
+    pub(crate) fn note_alloc(&self) {
+        self.used_and_allocs
+            .set(self.used_and_allocs.get() + ONE_ALLOC);
+    }
+
+    /// The allocations from and frees into this page since the last call,
+    /// as (allocations, frees); the owner adds them to its heap's
+    /// statistics on the page's slow paths. Frees are not counted as they
+    /// happen: they are what is missing from `used` given the allocations,
+    /// so the blocks other threads freed count once the owner has collected
+    /// them. Owner only.
+    ///
+    /// Between two calls, the allocations are at most what the free list
+    /// held at the first (the free list is refilled only on the slow path
+    /// that calls this), so they fit their 32 bits.
+    pub(crate) fn take_counts(&self) -> (u32, u32) {
+        let packed = self.used_and_allocs.get();
+        let allocs = (packed >> ALLOCS_SHIFT) as u32;
+        let used = packed as u32;
+        let frees = self
+            .used_at_last_count
+            .get()
+            .wrapping_add(allocs)
+            .wrapping_sub(used);
+        self.used_and_allocs.set(u64::from(used));
+        self.used_at_last_count.set(used);
+        (allocs, frees)
     }
 
     /// Pushes a block the owner freed onto `local_free`; returns the blocks
@@ -193,15 +230,15 @@ impl Page {
         // first word may become the link.
         unsafe { (*block).next = self.local_free.get() };
         self.local_free.set(block);
-        let used = self.used.get() - 1;
-        self.used.set(used);
-        used
+        let packed = self.used_and_allocs.get() - 1;
+        self.used_and_allocs.set(packed);
+        packed as u32
     }
 
     /// Whether all blocks are back (the page can return to its segment).
     #[inline]
     pub(crate) fn is_unused(&self) -> bool {
-        self.used.get() == 0
+        self.used() == 0
     }
 
     /// Whether more blocks can still be carved out of the page.
@@ -240,7 +277,7 @@ impl Page {
     ///
     /// `on_remote_block` is called for each block taken from the thread-free list
     /// (to clear its allocation bit) before it is linked in.
-    pub(crate) fn collect(&self, mut on_remote_block: impl FnMut(*mut Block)) {
+    pub(crate) fn collect(&self, on_remote_block: impl FnMut(*mut Block)) {
         let local = self.local_free.replace(ptr::null_mut());
         if !local.is_null() {
             if self.free.get().is_null() {
@@ -251,6 +288,12 @@ impl Page {
                 self.prepend(local, list_tail(local));
             }
         }
+        self.collect_remote(on_remote_block);
+    }
+
+    /// The thread-free half of [`Page::collect`]: moves the blocks other
+    /// threads freed onto `free` and takes them off `used`. Owner only.
+    pub(crate) fn collect_remote(&self, mut on_remote_block: impl FnMut(*mut Block)) {
         let remote = thread_free::take_all(&self.thread_free);
         if !remote.is_null() {
             let mut tail = remote;
@@ -267,7 +310,9 @@ impl Page {
                 }
                 tail = next;
             }
-            self.used.set(self.used.get() - count);
+            // Their frees count when the owner next takes the counts.
+            self.used_and_allocs
+                .set(self.used_and_allocs.get() - u64::from(count));
             self.prepend(remote, tail);
         }
     }
@@ -326,7 +371,7 @@ mod tests {
         assert!(!block.is_null());
         // SAFETY: the block heads the page's free list.
         page.free.set(unsafe { (*block).next });
-        page.used.set(page.used.get() + 1);
+        page.note_alloc();
         block
     }
 
@@ -352,12 +397,12 @@ mod tests {
         let page = page_over(&mut area, crate::size_class::bin_of(64));
         page.extend();
         let blocks: Vec<*mut Block> = (0..6).map(|_| pop(&page)).collect();
-        assert_eq!(page.used.get(), 6);
+        assert_eq!(page.used(), 6);
         // Drain what is left so that `free` is empty, as in the slow path.
         while !page.free.get().is_null() {
             pop(&page);
         }
-        let used = page.used.get();
+        let used = page.used();
         assert_eq!(page.push_local(blocks[0]), used - 1);
         for &b in &blocks[1..4] {
             // SAFETY: the blocks are ours and free.
@@ -370,7 +415,7 @@ mod tests {
         page.collect(|b| seen.push(b));
         seen.sort();
         assert_eq!(seen, blocks[1..4].to_vec());
-        assert_eq!(page.used.get(), used - 4);
+        assert_eq!(page.used(), used - 4);
         assert!(!page.free_is_zero.get(), "freed blocks are not zero");
         let mut on_free = 0;
         let mut b = page.free.get();
@@ -380,6 +425,29 @@ mod tests {
             b = unsafe { (*b).next };
         }
         assert_eq!(on_free, 4);
+    }
+
+    #[test]
+    fn counts_are_derived_from_allocations_and_used() {
+        let mut area = Box::new(Area([0; 65536]));
+        let page = page_over(&mut area, crate::size_class::bin_of(64));
+        page.extend();
+        let blocks: Vec<*mut Block> = (0..5).map(|_| pop(&page)).collect();
+        page.push_local(blocks[0]);
+        page.push_local(blocks[1]);
+        assert_eq!(page.take_counts(), (5, 2));
+        assert_eq!(page.take_counts(), (0, 0), "taken counts start again");
+        let more: Vec<*mut Block> = (0..3).map(|_| pop(&page)).collect();
+        // Frees by other threads count once the owner has collected them.
+        for &b in &[blocks[2], more[0]] {
+            // SAFETY: the blocks are ours and free.
+            unsafe { thread_free::push(&page.thread_free, b) };
+        }
+        assert_eq!(page.take_counts(), (3, 0));
+        page.collect(|_| {});
+        page.push_local(more[1]);
+        assert_eq!(page.take_counts(), (0, 3));
+        assert_eq!(page.used(), 3);
     }
 
     #[test]

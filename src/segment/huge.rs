@@ -106,7 +106,7 @@ pub(crate) fn huge_alloc(zone: Zone, size: usize, align: usize) -> Option<NonNul
         page.block_size.set(mapping - offset);
         page.reserved.set(1);
         page.capacity.set(1);
-        page.used.set(1);
+        page.set_used(1);
         page.in_use.set(true);
         page.free_is_zero.set(zeroed);
         page.area.set((seg as *mut u8).add(offset));
