@@ -319,6 +319,59 @@ fn frees_by_other_threads_are_counted() {
     );
 }
 
+/// A free into the pages of a thread that is still running counts when
+/// that thread collects it, together with its own allocations: the totals
+/// never hold a free whose allocation is not counted yet (they would show
+/// fewer live blocks than there are, or wrap below zero).
+#[test]
+fn frees_never_count_before_their_allocations() {
+    let _s = serial();
+    let before = manual();
+    let (blocks_tx, blocks_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // The owner allocates (its pages count the allocations and reach its
+    // counters only on their slow paths), hands the blocks over and waits.
+    let owner = std::thread::spawn(move || {
+        let v: Vec<Box<[u8; 64]>> = (0..5_000).map(|_| Box::new([3u8; 64])).collect();
+        blocks_tx.send(v).unwrap();
+        done_rx.recv().unwrap();
+    });
+    let v = blocks_rx.recv().unwrap();
+    std::thread::spawn(move || drop(v)).join().unwrap();
+    let mid = manual();
+    let allocated = mid.allocations - before.allocations;
+    let freed = mid.frees - before.frees;
+    assert!(
+        freed <= allocated + SLACK,
+        "{freed} frees counted but only {allocated} allocations"
+    );
+    assert!(
+        mid.live_blocks + SLACK >= before.live_blocks,
+        "live blocks fell from {} to {} while the blocks were freed",
+        before.live_blocks,
+        mid.live_blocks
+    );
+    // Once the owner has gone, everything is counted.
+    done_tx.send(()).unwrap();
+    owner.join().unwrap();
+    let end = manual();
+    assert_delta(
+        "allocations",
+        before.allocations,
+        end.allocations,
+        5_001,
+        SLACK * 4,
+    );
+    assert_delta("frees", before.frees, end.frees, 5_001, SLACK * 4);
+    assert_delta(
+        "live_blocks (end)",
+        before.live_blocks,
+        end.live_blocks,
+        0,
+        SLACK * 4,
+    );
+}
+
 #[test]
 fn display_names_every_zone() {
     let _s = serial();
