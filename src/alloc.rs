@@ -180,6 +180,8 @@ pub(crate) unsafe fn realloc(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    // A block whose free is queued must be seen as freed.
+    crate::free::carry_out_deferred_frees(current_heap());
     let addr = ptr as usize;
     let zone = match map::lookup(map::map(), addr) {
         Some(map::Found::Segment(base)) => {

@@ -1,7 +1,31 @@
-//! Freeing: the fast path for a block of a page this thread owns, and the
-//! paths kept apart from it — frees of other threads' blocks (one CAS onto
-//! the page's thread-free list, or a hand-over to the owner when the page
-//! was full), huge blocks, and bad pointers.
+//! Freeing: the queue of deferred frees, the fast path for a block of a
+//! page this thread owns, and the paths kept apart from it — frees of other
+//! threads' blocks (one CAS onto the page's thread-free list, or a
+//! hand-over to the owner when the page was full), huge blocks, and bad
+//! pointers.
+//!
+//! **The queue.** [`free`] of a block up to [`DEFER_MAX`] bytes only stores
+//! the pointer in the thread's queue (`Heap::deferred_frees`); when the
+//! queue is full, [`carry_out_deferred_frees`] frees all of them through
+//! [`free_now`]. A loop that reads each block just before freeing it waits
+//! for that read's cache miss, and the processor can only keep as many
+//! misses in flight as its reorder window holds iterations: a free of a few
+//! instructions there instead of about 45 let churn-batch-100k run 14 %
+//! faster, and the blocks are still in the cache when the queue is carried
+//! out. Invariants:
+//!
+//! * only the owning thread touches its queue, except the collector, which
+//!   reads it with the world stopped (see [`hide_queued_frees`]);
+//! * a queued block is still allocated (its bit is set): whatever must see
+//!   it as freed carries out the calling thread's queue first (the
+//!   allocation slow path, `stats`, `inspect`, `realloc`, a collection,
+//!   `release_free_memory`), and the collector hides other threads' queued
+//!   blocks;
+//! * a heap that is not active, or dead, or told not to defer
+//!   (`ZONAL_DEFER_FREES=0`) has the count [`NO_DEFERRAL`], which sends
+//!   every free to the slow path, so nothing is queued that no exit would
+//!   carry out; the main thread's queue is carried out by an `atexit`
+//!   handler, since its TLS destructors do not run at process exit.
 //!
 //! Validation costs the fast path three checks it needs anyway: the segment
 //! map says the address is in a zonal segment (so reading the header is
@@ -10,23 +34,173 @@
 //! owner is this thread (so the non-atomic local list may be used).
 
 use crate::fault::{self, Op};
-use crate::heap::{self, Heap};
+use crate::heap::{self, Heap, DEFERRED_FREES, NO_DEFERRAL};
 use crate::os::{self, OS_PAGE};
 use crate::page::thread_free::{self, Block, Pushed};
 use crate::page::Page;
 use crate::segment::{self, map, Segment};
 use crate::size_class::{PageKind, GRANULE, SMALL_MAX};
-use crate::sync::Ordering;
+use crate::sync::{AtomicBool, Ordering};
+
+/// Frees the block at `ptr`, which was allocated with `size` bytes: a
+/// block of at most [`DEFER_MAX`] bytes is queued (see the module docs),
+/// any other is freed at once ([`free_now`]). Aborts with a report on a bad
+/// pointer, when the free is carried out.
+///
+/// # Safety
+/// If `ptr` is a live zonal block, the caller gives up all use of it. A GC
+/// block may be queued only because the queue lies in static TLS, which
+/// the collector scans: the queue keeps the block alive until its free.
+#[inline(always)]
+pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
+    // SAFETY: the thread's heap outlives this call.
+    let heap = unsafe { &*heap::current() };
+    let count = heap.deferred_count.get();
+    if count < DEFERRED_FREES && size <= DEFER_MAX {
+        // SAFETY: `count` is below the queue's length.
+        unsafe { heap.deferred_frees.get_unchecked(count) }.set(ptr);
+        heap.deferred_count.set(count + 1);
+        return;
+    }
+    // SAFETY: as for this function.
+    unsafe { free_deferring(heap, ptr, size) }
+}
+
+/// Largest request whose free is queued: a queue of small blocks holds at
+/// most 64 KiB back from reuse, and bigger blocks (whose memory may go
+/// back to the OS) are freed at once.
+pub(crate) const DEFER_MAX: usize = crate::size_class::SMALL_DIRECT_MAX;
+
+/// The slow path of [`free`]: the queue is full (carry it out, then queue
+/// `ptr`), the block is big, or the heap does not defer (it is new, dead,
+/// or deferral is off).
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_deferring(heap: &Heap, ptr: *mut u8, size: usize) {
+    if heap.deferred_count.get() == NO_DEFERRAL && !heap.is_active() && !heap.is_dead() {
+        // A thread's first call into zonal may be a free.
+        heap.activate();
+    }
+    if size <= DEFER_MAX && heap.deferred_count.get() == DEFERRED_FREES {
+        carry_out_deferred_frees(heap);
+    }
+    let count = heap.deferred_count.get();
+    if size <= DEFER_MAX && count < DEFERRED_FREES {
+        heap.deferred_frees[count].set(ptr);
+        heap.deferred_count.set(count + 1);
+        return;
+    }
+    // SAFETY: as for this function.
+    unsafe { free_now(ptr, size) }
+}
+
+/// Carries out the frees `heap` has queued, in the order they were made.
+/// Owner only. Also called wherever queued blocks must be seen as free:
+/// before the thread's page slow paths look for free blocks, before its
+/// statistics are read, before `inspect` answers about an address, when
+/// memory is released, and at thread and process exit.
+pub(crate) fn carry_out_deferred_frees(heap: &Heap) {
+    let count = heap.deferred_count.get();
+    if count == 0 || count > DEFERRED_FREES {
+        return;
+    }
+    // Frees made meanwhile (none are expected) are carried out at once.
+    heap.deferred_count.set(NO_DEFERRAL);
+    for entry in &heap.deferred_frees[..count] {
+        // SAFETY: queued by `free`, whose caller gave the block up; its size
+        // is at most DEFER_MAX, so it is not huge and the size is unused.
+        unsafe { free_now(entry.get(), 0) };
+    }
+    heap.deferred_count.set(0);
+}
+
+/// Registers (once per process) an `atexit` handler that carries out the
+/// exiting thread's queued frees: the main thread's TLS destructors do not
+/// run when the process exits, and an invalid or double free it queued
+/// must still be reported.
+pub(crate) fn carry_out_deferred_frees_at_exit() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn at_exit() {
+        // SAFETY: the exiting thread's heap is valid until its TLS is torn
+        // down, after `exit` has run the handlers.
+        carry_out_deferred_frees(unsafe { &*heap::current() });
+    }
+    if !REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: `at_exit` is a plain function that stays valid.
+        unsafe { libc::atexit(at_exit) };
+    }
+}
+
+/// For a collection, with the world stopped: clears the allocation bit of
+/// every live block that a thread has queued for freeing, and records it
+/// in `hidden`. The program has freed those blocks, so the collector must
+/// not scan them (a freed manual block's stale pointers would keep GC
+/// objects alive) nor count a queued GC block as garbage (its owner frees
+/// it when it carries out its queue). [`unhide_queued_frees`] sets the bits
+/// back before the world resumes. A queued pointer that is not a live block
+/// is left alone: its free reports the fault.
+///
+/// A stopped thread may be halfway through changing a word of the bitmap
+/// (loaded, not yet stored): its store, after the world resumes, is based
+/// on the word as it was before this clear, and the bit is set again by
+/// then, so nothing is lost. If `hidden` is full, the remaining blocks stay
+/// visible (scanned conservatively, which is safe).
+pub(crate) fn hide_queued_frees(hidden: &mut crate::gc::table::MappedVec<usize>) {
+    heap::with_registry_locked(|heaps| {
+        heaps.for_each_heap(|heap| {
+            let count = heap.deferred_count.get();
+            if count > DEFERRED_FREES {
+                return;
+            }
+            for entry in &heap.deferred_frees[..count] {
+                let addr = entry.get() as usize;
+                if let Some((word, bit)) = live_block_bit(addr) {
+                    if hidden.push(addr) {
+                        word.store(word.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    });
+}
+
+/// Sets back the allocation bits [`hide_queued_frees`] cleared, and empties
+/// `hidden`.
+pub(crate) fn unhide_queued_frees(hidden: &mut crate::gc::table::MappedVec<usize>) {
+    for &addr in hidden.as_slice() {
+        // SAFETY: `addr` was a live block of a published segment when it
+        // was hidden, and segments holding live blocks stay mapped.
+        let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
+        let (word, bit) = seg.alloc_bit(addr);
+        word.store(word.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
+    }
+    while hidden.pop().is_some() {}
+}
+
+/// The allocation-bitmap word and bit of `addr` if it is a live block of a
+/// segment (not a huge block: queued frees are small).
+fn live_block_bit(addr: usize) -> Option<(&'static crate::sync::AtomicU64, u64)> {
+    if map::entry(map::map(), addr) != map::SEGMENT || !addr.is_multiple_of(GRANULE) {
+        return None;
+    }
+    // SAFETY: the map says the segment containing `addr` starts here.
+    let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
+    let (word, bit) = seg.alloc_bit(addr);
+    (word.load(Ordering::Relaxed) & bit != 0).then_some((word, bit))
+}
 
 /// Frees the block at `ptr`, which was allocated with `size` bytes (the
 /// size only feeds the statistics of huge blocks, which count requested
-/// sizes; other blocks count their block size). Aborts with a report on a
-/// bad pointer.
+/// sizes; other blocks count their block size), at once. Aborts with a
+/// report on a bad pointer.
 ///
 /// # Safety
 /// If `ptr` is a live zonal block, the caller gives up all use of it.
 #[inline(always)]
-pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
+pub(crate) unsafe fn free_now(ptr: *mut u8, size: usize) {
     let addr = ptr as usize;
     if map::entry(map::map(), addr) != map::SEGMENT {
         return free_outside_segments(addr, size);

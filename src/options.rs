@@ -8,6 +8,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `ZONAL_SHOW_STATS` | `0` | `1`: print the statistics table to stderr at exit |
+//! | `ZONAL_DEFER_FREES` | `1` | frees of blocks up to 1 KiB are queued per thread and carried out 64 at a time (invalid and double frees among them are reported when the queue is carried out); `0` carries out every free at once, so such a fault aborts inside the faulty call |
 //! | `ZONAL_PURGE_DELAY_MS` | `1000` | how long a free page stays committed before it is decommitted; `0` decommits at once |
 //! | `ZONAL_SEGMENT_CACHE` | `8` | empty segments kept for reuse instead of unmapped |
 //! | `ZONAL_HUGE_OS_PAGES` | `1` | ask the kernel for transparent huge pages (`MADV_HUGEPAGE`) on huge blocks, and on segments once zonal holds 32 MiB committed; `0` keeps 4 KiB pages |
@@ -33,6 +34,7 @@ static SEGMENT_CACHE: AtomicU64 = AtomicU64::new(8);
 static RETAIN_MIB: AtomicU64 = AtomicU64::new(32);
 static RETAIN_MAX_MIB: AtomicU64 = AtomicU64::new(256);
 static HUGE_OS_PAGES: AtomicU64 = AtomicU64::new(1);
+static DEFER_FREES: AtomicU64 = AtomicU64::new(1);
 static GC_SUSPEND_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGPWR as u64);
 static GC_RESUME_SIGNAL: AtomicU64 = AtomicU64::new(libc::SIGXCPU as u64);
 static GC_MIN_THRESHOLD_KIB: AtomicU64 = AtomicU64::new(16384);
@@ -50,6 +52,7 @@ pub(crate) struct Options {
     /// At least `retain_bytes`.
     pub retain_max_bytes: usize,
     pub huge_os_pages: bool,
+    pub defer_frees: bool,
     pub gc_suspend_signal: libc::c_int,
     pub gc_resume_signal: libc::c_int,
     pub gc_min_threshold: usize,
@@ -73,6 +76,7 @@ pub(crate) fn get() -> Options {
             .max(RETAIN_MIB.load(Ordering::Relaxed)) as usize)
             << 20,
         huge_os_pages: HUGE_OS_PAGES.load(Ordering::Relaxed) != 0,
+        defer_frees: DEFER_FREES.load(Ordering::Relaxed) != 0,
         gc_suspend_signal: GC_SUSPEND_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
         gc_resume_signal: GC_RESUME_SIGNAL.load(Ordering::Relaxed) as libc::c_int,
         gc_min_threshold: (GC_MIN_THRESHOLD_KIB.load(Ordering::Relaxed) as usize) << 10,
@@ -103,6 +107,9 @@ fn init() {
     }
     if let Some(v) = read_u64(c"ZONAL_HUGE_OS_PAGES") {
         HUGE_OS_PAGES.store(v, Ordering::Relaxed);
+    }
+    if let Some(v) = read_u64(c"ZONAL_DEFER_FREES") {
+        DEFER_FREES.store(v, Ordering::Relaxed);
     }
     if let Some(v) = read_u64(c"ZONAL_RETAIN_MIB") {
         RETAIN_MIB.store(v.min(1 << 20), Ordering::Relaxed);

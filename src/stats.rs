@@ -178,7 +178,8 @@ impl Stats {
 /// unfulled or given up), when the owner calls `stats()` or
 /// [`release_free_memory`](crate::release_free_memory), or when it exits;
 /// frees into pages of exited threads, when a thread takes such a page or
-/// calls `stats()`. So `stats()` first takes in the frees other threads
+/// calls `stats()`. So `stats()` first carries out the calling thread's
+/// queued frees (see `ZONAL_DEFER_FREES`) and takes in the frees other threads
 /// made into the calling thread's pages and into pages of exited threads,
 /// and the calling thread's own figures are exact. Another running
 /// thread's may lag by what was allocated from or freed into its pages

@@ -4,7 +4,14 @@
 //! Every scenario runs in a child process: the parent re-runs this binary
 //! with `ZONAL_FAULT_SCENARIO` set and `--exact child_entry`; the child
 //! prints `ADDR=<hex>` (the address it is about to misuse) on stdout, then
-//! commits the misuse, and prints `SURVIVED` if zonal let it pass.
+//! commits the misuse, and prints `SURVIVED` if the faulty call returned.
+//!
+//! Each scenario runs twice: with `ZONAL_DEFER_FREES=0`, the abort must
+//! come inside the faulty call (no `SURVIVED`); by default, frees of small
+//! blocks are queued and carried out 64 at a time, so a faulty `dealloc`
+//! may return and the abort comes when the queue is carried out (here, at
+//! the latest when the child exits). `reported_within_the_queue` checks
+//! that bound.
 
 #[global_allocator]
 static A: zonal::Zonal = zonal::Zonal;
@@ -221,6 +228,19 @@ fn run_scenario(name: &str) {
             let r = unsafe { ManualZone.grow(p, layout(64), layout(100_000)) };
             let _ = std::hint::black_box((r, &mut buf));
         }
+        "double_free_then_frees" => {
+            let p = alloc(48);
+            free(p, 48);
+            announce(p as usize);
+            free(p, 48);
+            // One queue's worth of further frees carries the queue out.
+            let blocks: Vec<*mut u8> = (0..64).map(|_| alloc(32)).collect();
+            for b in blocks {
+                free(b, 32);
+            }
+            println!("LATE");
+            std::io::stdout().flush().unwrap();
+        }
         other => panic!("unknown scenario {other}"),
     }
     println!("SURVIVED");
@@ -277,16 +297,35 @@ const fn misaligned(verb: &'static [&'static str]) -> Expect {
 const FREE: &[&str] = &["invalid free"];
 const REALLOC: &[&str] = &["invalid realloc"];
 
+/// Runs `scenario` with frees carried out at once (the abort must come
+/// inside the faulty call) and with the default queue (it may come later).
 fn expect_fault(scenario: &str, expect: Expect) {
+    expect_fault_in(scenario, &expect, Promptness::InTheCall);
+    expect_fault_in(scenario, &expect, Promptness::ByExit);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Promptness {
+    /// `ZONAL_DEFER_FREES=0`: inside the faulty call.
+    InTheCall,
+    /// The default: by the time the queue is carried out.
+    ByExit,
+}
+
+fn expect_fault_in(scenario: &str, expect: &Expect, promptness: Promptness) {
+    let defer = match promptness {
+        Promptness::InTheCall => "0",
+        Promptness::ByExit => "1",
+    };
     let out = common::run_child(
         "child_entry",
-        &[(SCENARIO_VAR, scenario)],
+        &[(SCENARIO_VAR, scenario), ("ZONAL_DEFER_FREES", defer)],
         Duration::from_secs(30),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let context = format!(
-        "scenario {scenario}: status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "scenario {scenario} ({promptness:?}): status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     // libtest prints `test child_entry ... ` on the same line.
@@ -295,8 +334,8 @@ fn expect_fault(scenario: &str, expect: Expect) {
         .find_map(|w| w.strip_prefix("ADDR="))
         .unwrap_or_else(|| panic!("child did not announce an address; {context}"));
     assert!(
-        !stdout.contains("SURVIVED"),
-        "zonal did not detect the misuse; {context}"
+        promptness == Promptness::ByExit || !stdout.contains("SURVIVED"),
+        "zonal did not detect the misuse in the faulty call; {context}"
     );
     assert_eq!(
         common::signal_of(&out),
@@ -323,6 +362,35 @@ fn expect_fault(scenario: &str, expect: Expect) {
     assert!(
         (expect.reason)(reason),
         "the reason does not name the fault; {context}"
+    );
+}
+
+/// With the default queue, a double free is reported by the time the 64
+/// frees after it have been made (when the queue is carried out), not only
+/// at exit.
+#[test]
+fn reported_within_the_queue() {
+    let out = common::run_child(
+        "child_entry",
+        &[(SCENARIO_VAR, "double_free_then_frees")],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!(
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert_eq!(common::signal_of(&out), Some(6), "no SIGABRT; {context}");
+    assert!(
+        !stdout.contains("LATE"),
+        "the double free was not reported within the queue's 64 frees; {context}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("zonal: double free of 0x")),
+        "no report naming the double free; {context}"
     );
 }
 

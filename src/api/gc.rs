@@ -290,7 +290,7 @@ unsafe impl Allocator for GcAtomicZone {
         if layout.size() != 0 {
             // SAFETY: the caller passes a block this zone allocated with
             // `layout` and gives it up.
-            unsafe { crate::free::free(ptr.as_ptr(), layout.size()) }
+            unsafe { crate::free::free_now(ptr.as_ptr(), layout.size()) }
         }
     }
 }

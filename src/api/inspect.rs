@@ -80,6 +80,9 @@ fn read_field<T: Copy>(cell: &Cell<T>) -> T {
 
 /// [`inspect`] by address.
 pub(crate) fn find(addr: usize) -> Option<Allocation> {
+    // The calling thread's queued frees are frees already made.
+    // SAFETY: the thread's heap outlives this call.
+    crate::free::carry_out_deferred_frees(unsafe { &*crate::heap::current() });
     match map::lookup(map::map(), addr)? {
         map::Found::Segment(base) => {
             // SAFETY: the map says a segment starts at `base`; a published

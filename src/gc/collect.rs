@@ -56,6 +56,7 @@
 //! is half built, would let memory grow past that peak).
 
 use super::mark::Marker;
+use super::table::MappedVec;
 use super::{finalize, roots, sweep, weak};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
 use crate::thread::{self, suspend};
@@ -71,6 +72,15 @@ struct MarkerCell(UnsafeCell<Marker>);
 // SAFETY: only used with `COLLECTION` held.
 unsafe impl Sync for MarkerCell {}
 static MARKER: MarkerCell = MarkerCell(UnsafeCell::new(Marker::new()));
+
+/// Blocks threads have queued for freeing, hidden from the collection
+/// (see `free::hide_queued_frees`); used only with `COLLECTION` held.
+struct HiddenCell(UnsafeCell<MappedVec<usize>>);
+// SAFETY: only used with `COLLECTION` held.
+unsafe impl Sync for HiddenCell {}
+/// Room for 64 queued frees of each of 16,384 threads (address space only
+/// until used).
+static HIDDEN: HiddenCell = HiddenCell(UnsafeCell::new(MappedVec::new(1 << 20)));
 
 /// GC-zone bytes allocated since the last collection (flushed from the
 /// threads in batches, see `gc::alloc`).
@@ -135,6 +145,11 @@ pub(crate) fn collect(automatic: bool) {
         // collect (anything only it refers to would be freed).
         return;
     }
+    // The caller's queued frees were made before the collection: their
+    // blocks must not be scanned as live. (Other threads' queues, at most
+    // 64 small blocks each, are scanned until they are carried out.)
+    // SAFETY: the thread's heap outlives this call.
+    crate::free::carry_out_deferred_frees(unsafe { &*crate::heap::current() });
     let requested = STARTED.load(Ordering::Acquire) + 1;
     if automatic {
         if !COLLECTION.try_lock() {
@@ -237,6 +252,9 @@ fn collect_with_linker_locked(stack_top: usize) {
     thread::lock().lock();
     let start = std::time::Instant::now();
     let epoch = suspend::stop_world();
+    // SAFETY: `COLLECTION` is held: nobody else uses the hidden list.
+    let hidden = unsafe { &mut *HIDDEN.0.get() };
+    crate::free::hide_queued_frees(hidden);
     // SAFETY: `COLLECTION` is held: nobody else uses the marker.
     let marker = unsafe { &mut *MARKER.0.get() };
     crate::segment::pool_lock().lock();
@@ -249,6 +267,7 @@ fn collect_with_linker_locked(stack_top: usize) {
     crate::segment::pool_lock().unlock();
     let marked = std::time::Instant::now();
     let swept = sweep::sweep_all(ALLOCATED_SINCE.load(Ordering::Relaxed));
+    crate::free::unhide_queued_frees(hidden);
     suspend::resume_world(epoch);
     LAST_END_NS.store(now_ns(), Ordering::Relaxed);
     MARK_TOTAL_NS.fetch_add((marked - start).as_nanos() as u64, Ordering::Relaxed);

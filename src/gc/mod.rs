@@ -36,7 +36,7 @@ pub(crate) mod finalize;
 mod mark;
 mod roots;
 mod sweep;
-mod table;
+pub(crate) mod table;
 pub(crate) mod weak;
 
 use crate::heap::{self, Heap};

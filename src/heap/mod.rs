@@ -144,7 +144,19 @@ pub(crate) struct Heap {
     /// allocations from: `Manual` unless `with_zone` routes them elsewhere
     /// (never `Stack`).
     route: Cell<Zone>,
+    /// Frees queued by `free::free` and not yet carried out (see
+    /// `free::carry_out_deferred_frees`): the first `deferred_count`
+    /// entries. A count of [`DEFERRED_FREES`] (the queue is full) or
+    /// [`NO_DEFERRAL`] (the heap is not active, deferral is off, or the
+    /// queue is being carried out) sends every free to the slow path.
+    pub(crate) deferred_frees: [Cell<*mut u8>; DEFERRED_FREES],
+    pub(crate) deferred_count: Cell<usize>,
 }
+
+/// Frees a thread queues before it carries them out together.
+pub(crate) const DEFERRED_FREES: usize = 64;
+/// [`Heap::deferred_count`] of a heap that carries out every free at once.
+pub(crate) const NO_DEFERRAL: usize = DEFERRED_FREES + 1;
 
 thread_local! {
     static HEAP: Heap = const { Heap::new() };
@@ -211,6 +223,18 @@ pub(crate) fn with_registry_locked<R>(f: impl FnOnce(&Registered) -> R) -> R {
 pub(crate) struct Registered(());
 
 impl Registered {
+    /// Calls `f` with each registered heap.
+    pub(crate) fn for_each_heap(&self, mut f: impl FnMut(&Heap)) {
+        let mut heap = REGISTRY.first.get();
+        while !heap.is_null() {
+            // SAFETY: registered heaps stay valid until they deregister,
+            // which needs the lock our caller holds.
+            let h = unsafe { &*heap };
+            f(h);
+            heap = h.next.get();
+        }
+    }
+
     /// Calls `f` with each live heap's counters for `zone`.
     pub(crate) fn for_each_counters(&self, zone: Zone, mut f: impl FnMut(&Counters)) {
         let mut heap = REGISTRY.first.get();
@@ -241,6 +265,8 @@ impl Heap {
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
             route: Cell::new(Zone::Manual),
+            deferred_frees: [const { Cell::new(ptr::null_mut()) }; DEFERRED_FREES],
+            deferred_count: Cell::new(NO_DEFERRAL),
         }
     }
 
@@ -406,6 +432,10 @@ impl Heap {
             REGISTRY.first.set(me);
         });
         self.state.set(ACTIVE);
+        if crate::options::get().defer_frees {
+            crate::free::carry_out_deferred_frees_at_exit();
+            self.deferred_count.set(0);
+        }
         // Registers the TLS destructor. If the thread is already being torn
         // down this fails, and the heap gives up its pages at once.
         if EXIT_GUARD.try_with(|_| ()).is_err() {
@@ -418,6 +448,9 @@ impl Heap {
         if self.state.get() == DEAD {
             return;
         }
+        // Later frees (from other TLS destructors) are carried out at once.
+        crate::free::carry_out_deferred_frees(self);
+        self.deferred_count.set(NO_DEFERRAL);
         crate::gc::on_thread_exit();
         // No collection may see the pages half given up: deferred if the
         // thread is still registered, under the collection lock if its

@@ -35,6 +35,8 @@ pub(crate) fn page_with_free_block(heap: &Heap, zone: Zone, bin: usize) -> Optio
     // The collector's sweep updates GC pages and queues of stopped threads:
     // no thread may be stopped halfway through a page slow path.
     let _deferral = DeferGuard::new();
+    // Queued frees may free a block of this very bin.
+    crate::free::carry_out_deferred_frees(heap);
     free_delayed(heap);
     let zone_heap = heap.zone(zone);
     let queue = &zone_heap.queues[bin];
@@ -100,6 +102,7 @@ pub(crate) fn settle_counts(heap: &Heap) {
     }
     // The collector may update the queues of a stopped thread.
     let _deferral = DeferGuard::new();
+    crate::free::carry_out_deferred_frees(heap);
     // Frees into full pages were handed over to the owner.
     free_delayed(heap);
     for zone in [Zone::Manual, Zone::Pinned, Zone::Stack] {
@@ -427,6 +430,7 @@ pub(crate) fn release_unused_pages(heap: &Heap) {
     }
     // As for any page slow path (see `page_with_free_block`).
     let _deferral = DeferGuard::new();
+    crate::free::carry_out_deferred_frees(heap);
     free_delayed(heap);
     for zone in [Zone::Manual, Zone::Pinned] {
         let zone_heap = heap.zone(zone);
@@ -480,7 +484,7 @@ pub(crate) fn clear_alloc_bit(block: *mut Block) {
 #[cfg(test)]
 mod tests {
     use crate::alloc::alloc;
-    use crate::free::free;
+    use crate::free::free_now as free;
     use crate::segment::{self, Segment};
     use crate::Zone;
 

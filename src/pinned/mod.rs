@@ -162,7 +162,7 @@ impl PinnedOptions {
             unsafe { unlock(ptr.as_ptr(), layout.size()) };
         }
         // SAFETY: the caller gives up a live pinned block.
-        unsafe { crate::free::free(ptr.as_ptr(), layout.size()) };
+        unsafe { crate::free::free_now(ptr.as_ptr(), layout.size()) };
     }
 }
 
@@ -204,7 +204,7 @@ fn allocate_locked(layout: Layout) -> Result<NonNull<[u8]>, PinnedError> {
     // SAFETY: the range lies in the block's own mapping.
     if let Err(errno) = unsafe { crate::os::lock_in_memory(start.cast(), len) } {
         // SAFETY: the block is ours and unused.
-        unsafe { crate::free::free(block, size) };
+        unsafe { crate::free::free_now(block, size) };
         return Err(match errno {
             libc::ENOMEM | libc::EAGAIN | libc::EPERM => PinnedError::MemlockLimit {
                 size,

@@ -192,7 +192,7 @@ pub(crate) unsafe fn remove(record: *mut PinRecord) {
         PINS.count.set(PINS.count.get() - 1);
     });
     // SAFETY: the record is unlinked: nobody else can reach it.
-    unsafe { crate::free::free(record.cast(), core::mem::size_of::<PinRecord>()) };
+    unsafe { crate::free::free_now(record.cast(), core::mem::size_of::<PinRecord>()) };
 }
 
 /// Calls `f(base, size)` for every allocation a pin guard (or an FFI

@@ -323,12 +323,12 @@ fn release(record: *mut StackRecord) {
         free_chunk(rec.spare.get());
     }
     // SAFETY: unlisted and no longer reachable from the thread.
-    unsafe { crate::free::free(record.cast(), core::mem::size_of::<StackRecord>()) };
+    unsafe { crate::free::free_now(record.cast(), core::mem::size_of::<StackRecord>()) };
 }
 
 fn free_chunk(chunk: *mut Chunk) {
     // SAFETY: the chunk is a live stack-zone block that left every list.
-    unsafe { crate::free::free(chunk.cast(), (*chunk).size) };
+    unsafe { crate::free::free_now(chunk.cast(), (*chunk).size) };
 }
 
 /// Calls `f(start, end)` for the live (allocated, not yet popped) bytes of
@@ -524,7 +524,7 @@ impl StackFrame {
         let (block, size) = (h.block, h.block_size);
         self.record.held.set(self.record.held.get() - size);
         // SAFETY: the block is live and unlinked.
-        unsafe { crate::free::free(block, size) };
+        unsafe { crate::free::free_now(block, size) };
     }
 }
 
@@ -682,7 +682,7 @@ fn free_detached_list(mark: &FrameMark) {
         let (next, block, size) =
             unsafe { ((*header).next.get(), (*header).block, (*header).block_size) };
         // SAFETY: the frame ended: its blocks are dead.
-        unsafe { crate::free::free(block, size) };
+        unsafe { crate::free::free_now(block, size) };
         header = next;
     }
 }
