@@ -3,8 +3,10 @@
 //!
 //! [`inspect`] answers, for any address, "which zonal allocation contains
 //! this, and is it live?" from the segment map and the segment header
-//! alone: O(1), no lock, no allocation. The [`checked`] functions build on
-//! it to vet pointers that arrive from FFI before they are read.
+//! alone: O(1), no lock, no allocation, once the calling thread's queued
+//! frees are carried out (see `free`; a call that finds some queued carries
+//! out up to 64 frees first). The [`checked`] functions build on it to vet
+//! pointers that arrive from FFI before they are read.
 //!
 //! Granularity: an allocation is a *block*, whose size is the size class
 //! the request was rounded up to (a huge block: its whole usable mapping).
@@ -66,7 +68,7 @@ impl Allocation {
 /// assert!(zonal::inspect(&on_the_stack as *const u64 as *const u8).is_none());
 /// ```
 pub fn inspect(ptr: *const u8) -> Option<Allocation> {
-    find(ptr as usize)
+    find_current(ptr as usize)
 }
 
 /// Reads a page field that its owner may rewrite (see the module docs).
@@ -78,11 +80,19 @@ fn read_field<T: Copy>(cell: &Cell<T>) -> T {
     unsafe { core::ptr::read_volatile(cell.as_ptr()) }
 }
 
-/// [`inspect`] by address.
-pub(crate) fn find(addr: usize) -> Option<Allocation> {
-    // The calling thread's queued frees are frees already made.
+/// [`find`] after carrying out the calling thread's queued frees (see
+/// `free`): they are frees the program has made, so their blocks must read
+/// as freed. For the public queries; not for the collector (which holds the
+/// pool lock that carrying out frees may need) or internal checks that only
+/// ask for a block's zone.
+pub(crate) fn find_current(addr: usize) -> Option<Allocation> {
     // SAFETY: the thread's heap outlives this call.
     crate::free::carry_out_deferred_frees(unsafe { &*crate::heap::current() });
+    find(addr)
+}
+
+/// [`inspect`] by address.
+pub(crate) fn find(addr: usize) -> Option<Allocation> {
     match map::lookup(map::map(), addr)? {
         map::Found::Segment(base) => {
             // SAFETY: the map says a segment starts at `base`; a published
@@ -266,7 +276,7 @@ impl std::error::Error for AccessError {}
 /// checks cannot.
 pub mod checked {
     pub use super::AccessError;
-    use super::{find, unallocated_error, Allocation};
+    use super::{find_current, unallocated_error, Allocation};
 
     /// Verifies that `len` values of `T` starting at `ptr` lie inside one
     /// live zonal allocation and that `ptr` is aligned for `T`; returns
@@ -289,7 +299,7 @@ pub mod checked {
         if !addr.is_multiple_of(align) {
             return Err(AccessError::Misaligned { addr, align });
         }
-        let allocation = find(addr).ok_or_else(|| unallocated_error(addr))?;
+        let allocation = find_current(addr).ok_or_else(|| unallocated_error(addr))?;
         if !allocation.live {
             return Err(AccessError::Freed { addr, allocation });
         }

@@ -225,7 +225,7 @@ pub fn resolve(handle: u64) -> Result<NonNull<u8>, HandleError> {
         Some(entry) if entry.generation == generation => {
             let addr = entry.addr;
             drop(guard);
-            if !crate::api::inspect::find(addr).is_some_and(|a| a.live) {
+            if !crate::api::inspect::find_current(addr).is_some_and(|a| a.live) {
                 return Err(HandleError::Freed { handle, addr });
             }
             NonNull::new(addr as *mut u8).ok_or(HandleError::Invalid { handle })

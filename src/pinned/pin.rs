@@ -94,7 +94,7 @@ pub(crate) fn pinnable(ptr: *const u8) -> Result<Allocation, PinError> {
     if ptr.is_null() {
         return Err(PinError::Null);
     }
-    let found = inspect::find(addr).ok_or(PinError::NotZonal { addr })?;
+    let found = inspect::find_current(addr).ok_or(PinError::NotZonal { addr })?;
     if found.zone == Zone::Stack {
         return Err(PinError::StackZone { addr });
     }
