@@ -109,10 +109,28 @@ pub(crate) fn carry_out_deferred_frees(heap: &Heap) {
     }
     // Frees made meanwhile (none are expected) are carried out at once.
     heap.deferred_count.set(NO_DEFERRAL);
+    // The segment the last free found in the map, while it must still be
+    // there: consecutive frees in one segment look it up once (an address
+    // is never usize::MAX's segment).
+    let mut mapped_segment = usize::MAX;
     for entry in &heap.deferred_frees[..count] {
-        // SAFETY: queued by `free`, whose caller gave the block up; its size
-        // is at most DEFER_MAX, so it is not huge and the size is unused.
-        unsafe { free_now(entry.get(), 0) };
+        let addr = entry.get() as usize;
+        let base = addr & !segment::SEGMENT_MASK;
+        if base != mapped_segment {
+            if map::entry(map::map(), addr) != map::SEGMENT {
+                // Not huge (queued blocks are small), so a bad pointer.
+                free_outside_segments(addr, 0);
+                mapped_segment = usize::MAX;
+                continue;
+            }
+            mapped_segment = base;
+        }
+        // SAFETY: the segment is in the map (looked up above, and only the
+        // fast path ran since); the block was queued by `free`, whose
+        // caller gave it up.
+        if !unsafe { free_in_segment(heap, addr) } {
+            mapped_segment = usize::MAX;
+        }
     }
     heap.deferred_count.set(0);
 }
@@ -205,13 +223,26 @@ pub(crate) unsafe fn free_now(ptr: *mut u8, size: usize) {
     if map::entry(map::map(), addr) != map::SEGMENT {
         return free_outside_segments(addr, size);
     }
-    // SAFETY: the map says the segment containing `addr` starts here.
+    // SAFETY: the thread's heap outlives this call.
+    let heap = unsafe { &*heap::current() };
+    // SAFETY: the map says `addr` lies in a segment; the caller's contract.
+    unsafe { free_in_segment(heap, addr) };
+}
+
+/// [`free_now`] of an address the segment map places in a segment. Returns
+/// whether only the fast path ran: no page changed lists or went back to
+/// its segment (which could take the segment out of the map).
+///
+/// # Safety
+/// `addr` lies in a published segment; if it is a live block, the caller
+/// gives it up.
+#[inline(always)]
+unsafe fn free_in_segment(heap: &Heap, addr: usize) -> bool {
+    // SAFETY: the segment containing `addr` starts here (the contract).
     let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
     let page = seg.page_of(addr);
     let (word, bit) = seg.alloc_bit(addr);
     let bits = word.load(Ordering::Relaxed);
-    // SAFETY: the thread's heap outlives this call.
-    let heap = unsafe { &*heap::current() };
     // A live block start has its bit set and is granule aligned (the bit
     // covers the whole 16-byte granule, so the alignment is checked too).
     // Each test branches on its own: `free_shared` finds out again which
@@ -220,15 +251,18 @@ pub(crate) unsafe fn free_now(ptr: *mut u8, size: usize) {
         || !addr.is_multiple_of(GRANULE)
         || page.owner.load(Ordering::Relaxed) != heap.id()
     {
-        return free_shared(heap, seg, page, addr);
+        free_shared(heap, seg, page, addr);
+        return false;
     }
     word.store(bits & !bit, Ordering::Relaxed);
     // Not counted here: the page's counts say how many blocks its owner
     // freed (see `Page::take_counts`).
-    let used = page.push_local(ptr.cast::<Block>());
+    let used = page.push_local(addr as *mut Block);
     if heap::needs_after_local_free(page, used) {
         heap::after_local_free(heap, seg.zone, page);
+        return false;
     }
+    true
 }
 
 /// A bad pointer, or a live block of a page this thread does not own.
