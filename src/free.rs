@@ -195,7 +195,7 @@ pub(crate) fn unhide_queued_frees(hidden: &mut crate::gc::table::MappedVec<usize
         let (word, bit) = seg.alloc_bit(addr);
         word.store(word.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
     }
-    while hidden.pop().is_some() {}
+    hidden.clear();
 }
 
 /// The allocation-bitmap word and bit of `addr` if it is a live block of a

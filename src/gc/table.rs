@@ -128,6 +128,11 @@ impl<T: Copy> MappedVec<T> {
         }
     }
 
+    /// Empties the vector, keeping its mapping.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// Empties the vector and gives its memory back to the OS (the
     /// reservation stays).
     pub(crate) fn clear_and_release(&mut self) {

@@ -217,7 +217,9 @@ fn free_owned_block(heap: &Heap, block: *mut Block) {
     let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
     let page = seg.page_of(addr);
     debug_assert_eq!(page.owner.load(Ordering::Relaxed), heap.id());
-    clear_alloc_bit(block);
+    let mut clearer = AllocBitClearer::new();
+    clearer.clear(block);
+    clearer.finish();
     let used = page.push_local(block);
     if needs_after_local_free(page, used) {
         after_local_free(heap, seg.zone, page);
@@ -532,20 +534,6 @@ impl AllocBitClearer {
         }
         self.word = ptr::null();
     }
-}
-
-/// Clears a collected block's allocation bit; a bit already clear means the
-/// block was freed twice.
-fn clear_alloc_bit(block: *mut Block) {
-    let addr = block as usize;
-    // SAFETY: blocks on a page's lists lie in a live segment.
-    let seg = unsafe { Segment::at(addr & !segment::SEGMENT_MASK) };
-    let (word, bit) = seg.alloc_bit(addr);
-    let bits = word.load(Ordering::Relaxed);
-    if bits & bit == 0 {
-        fault::report(Op::Free, Fault::DoubleFree, addr);
-    }
-    word.store(bits & !bit, Ordering::Relaxed);
 }
 
 #[cfg(test)]
