@@ -21,6 +21,10 @@ use core::alloc::{GlobalAlloc, Layout};
 /// misaligned) or freeing a block twice aborts the process with one line on
 /// stderr naming the fault and the address, for example
 /// `zonal: double free of 0x7f3a2c010040: double free: the block is not allocated`.
+/// Frees of blocks up to 1 KiB are queued and carried out 64 at a time, so
+/// such a fault is reported when the thread's queue is carried out (within
+/// its next 64 frees, its next allocation slow path, or its exit); with
+/// `ZONAL_DEFER_FREES=0` the abort comes inside the faulty `dealloc`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Zonal;
 
