@@ -174,7 +174,7 @@ fn page_has_free_block(page: &Page) -> bool {
 }
 
 fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
-    page.in_full.set(true);
+    page.set_in_full(true);
     zone_heap.full.push_front(page);
     thread_free::set_state(&page.thread_free, State::UseDelayed, false);
     // A remote free that landed after the caller's last collect but before
@@ -188,7 +188,7 @@ fn move_to_full(zone_heap: &ZoneHeap, page: &Page) {
 
 fn unfull(zone_heap: &ZoneHeap, page: &Page) {
     zone_heap.full.remove(page);
-    page.in_full.set(false);
+    page.set_in_full(false);
     thread_free::set_state(&page.thread_free, State::Normal, false);
     let bin = page.bin.get() as usize;
     zone_heap.queues[bin].push_back(page);
@@ -232,15 +232,12 @@ fn free_owned_block(heap: &Heap, block: *mut Block) {
 /// stays — costs no call.
 #[inline(always)]
 pub(crate) fn needs_after_local_free(page: &Page, used: u32) -> bool {
-    page.in_full.get() || (used == 0 && !stays_when_unused(page))
+    page.needs_slow_path_after_free(used)
 }
 
 /// An unused small or medium page that is its queue's only page stays.
-#[inline(always)]
 fn stays_when_unused(page: &Page) -> bool {
-    page.prev.get().is_null()
-        && page.next.get().is_null()
-        && page.block_size.get() <= size_class::MEDIUM_MAX
+    !page.leaves_when_unused()
 }
 
 /// The cold part of a local free: the page was full (back to its queue) or
@@ -260,7 +257,7 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     let _deferral = DeferGuard::new();
     let zone_heap = heap.zone(zone);
     fold_page_counts(heap, page);
-    if page.in_full.get() {
+    if page.in_full() {
         unfull(zone_heap, page);
     }
     if !page.is_unused() {
@@ -288,7 +285,7 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
 /// anywhere outside its slow paths, including in a manual-zone fast path.
 pub(crate) fn after_sweep(heap: &Heap, page: &Page, keep: bool) {
     let zone_heap = heap.zone(Zone::Gc);
-    if page.in_full.get() {
+    if page.in_full() {
         unfull(zone_heap, page);
     }
     if page.is_unused() && !keep {
@@ -370,7 +367,7 @@ fn abandon(heap: &Heap, zone: Zone, page: &Page) {
         segment::page_free(page);
         return;
     }
-    page.in_full.set(false);
+    page.set_in_full(false);
     page.owner.store(0, Ordering::Relaxed);
     // SAFETY: we own the page and give it up; pages live in segment headers
     // that stay mapped while blocks are out.
@@ -564,11 +561,11 @@ mod tests {
             // The next allocation needs another page; this one becomes full.
             let other = alloc(Zone::Pinned, size, 16);
             assert!(!core::ptr::eq(page_of(other), page));
-            assert!(page.in_full.get());
+            assert!(page.in_full());
             // A local free moves it back to its queue.
             // SAFETY: the block is live and ours.
             unsafe { free(blocks.pop().unwrap(), size) };
-            assert!(!page.in_full.get());
+            assert!(!page.in_full());
             for b in blocks.into_iter().chain([other]) {
                 // SAFETY: live blocks, freed once.
                 unsafe { free(b, size) };
@@ -591,13 +588,13 @@ mod tests {
                 blocks.push(alloc(Zone::Pinned, size, 16) as usize);
             }
             let extra = alloc(Zone::Pinned, size, 16);
-            assert!(page.in_full.get());
+            assert!(page.in_full());
             blocks_tx.send(blocks).unwrap();
             done_rx.recv().unwrap();
             // The slow path of the next allocation frees the delayed block,
             // which moves the page back out of the full list.
             let again = alloc(Zone::Pinned, 2 * size, 16);
-            assert!(!page.in_full.get(), "the owner was not notified");
+            assert!(!page.in_full(), "the owner was not notified");
             // SAFETY: live blocks, freed once.
             unsafe {
                 free(again, 2 * size);

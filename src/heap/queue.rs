@@ -1,5 +1,9 @@
 //! Intrusive doubly linked queues of pages, linked through `Page::prev` and
 //! `Page::next`. Owner only: a heap's queues are touched by its thread alone.
+//!
+//! Every link change recomputes the flag the free fast path reads instead
+//! of the links (`Page::update_leaves_when_unused`), for each page whose
+//! links changed.
 
 use crate::page::Page;
 use core::cell::Cell;
@@ -41,10 +45,14 @@ impl PageQueue {
         page.next.set(self.first.get());
         match NonNull::new(self.first.get()) {
             // SAFETY: pages in our queue are valid and owned by us.
-            Some(first) => unsafe { first.as_ref().prev.set(p) },
+            Some(first) => unsafe {
+                first.as_ref().prev.set(p);
+                first.as_ref().update_leaves_when_unused();
+            },
             None => self.last.set(p),
         }
         self.first.set(p);
+        page.update_leaves_when_unused();
     }
 
     pub(crate) fn push_back(&self, page: &Page) {
@@ -53,26 +61,37 @@ impl PageQueue {
         page.prev.set(self.last.get());
         match NonNull::new(self.last.get()) {
             // SAFETY: pages in our queue are valid and owned by us.
-            Some(last) => unsafe { last.as_ref().next.set(p) },
+            Some(last) => unsafe {
+                last.as_ref().next.set(p);
+                last.as_ref().update_leaves_when_unused();
+            },
             None => self.first.set(p),
         }
         self.last.set(p);
+        page.update_leaves_when_unused();
     }
 
     pub(crate) fn remove(&self, page: &Page) {
         let (prev, next) = (page.prev.get(), page.next.get());
         match NonNull::new(prev) {
             // SAFETY: neighbours in our queue are valid and owned by us.
-            Some(prev) => unsafe { prev.as_ref().next.set(next) },
+            Some(prev) => unsafe {
+                prev.as_ref().next.set(next);
+                prev.as_ref().update_leaves_when_unused();
+            },
             None => self.first.set(next),
         }
         match NonNull::new(next) {
             // SAFETY: as above.
-            Some(next) => unsafe { next.as_ref().prev.set(prev) },
+            Some(next) => unsafe {
+                next.as_ref().prev.set(prev);
+                next.as_ref().update_leaves_when_unused();
+            },
             None => self.last.set(prev),
         }
         page.prev.set(ptr::null_mut());
         page.next.set(ptr::null_mut());
+        page.update_leaves_when_unused();
     }
 
     /// Calls `f` on every page, front to back (`f` must not unlink pages).
