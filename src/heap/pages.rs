@@ -540,6 +540,18 @@ mod tests {
     use crate::segment::{self, Segment};
     use crate::Zone;
 
+    /// Held by the tests that watch the abandoned pool: reclamation (which
+    /// `reclamation_reaches_every_free_abandoned_page` drives hard) takes
+    /// abandoned pages of every class out of the pool for a moment, so an
+    /// adoption running at the same time could miss its page.
+    static ABANDONED_POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn abandoned_pool_test() -> std::sync::MutexGuard<'static, ()> {
+        ABANDONED_POOL_TESTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn page_of(block: *mut u8) -> &'static crate::page::Page {
         let addr = block as usize;
         // SAFETY: the block is live, so its segment is.
@@ -612,6 +624,7 @@ mod tests {
 
     #[test]
     fn an_exiting_thread_gives_its_pages_to_the_next_one() {
+        let _pool = abandoned_pool_test();
         let size = 1008;
         let kept = std::thread::spawn(move || alloc(Zone::Pinned, size, 16) as usize)
             .join()
@@ -640,6 +653,7 @@ mod tests {
 
     #[test]
     fn reclamation_reaches_every_free_abandoned_page() {
+        let _pool = abandoned_pool_test();
         use crate::heap::{pool_list, ABANDONED};
         use crate::size_class::bin_of;
         // Pinned-zone pages of 2 KiB blocks: no other test uses this pool
