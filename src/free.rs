@@ -258,7 +258,7 @@ unsafe fn free_in_segment(heap: &Heap, addr: usize) -> bool {
     // Not counted here: the page's counts say how many blocks its owner
     // freed (see `Page::take_counts`).
     let used = page.push_local(addr as *mut Block);
-    if heap::needs_after_local_free(page, used) {
+    if page.needs_slow_path_after_free(used) {
         heap::after_local_free(heap, seg.zone, page);
         return false;
     }

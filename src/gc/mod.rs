@@ -270,7 +270,7 @@ pub(crate) fn free_block(heap: &Heap, seg: &Segment, page: &Page, addr: usize) {
     word.store(word.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
     let used = page.push_local(addr as *mut Block);
     heap.zone(Zone::Gc).counters.on_free(page.block_size.get());
-    if heap::needs_after_local_free(page, used) {
+    if page.needs_slow_path_after_free(used) {
         heap::after_local_free(heap, Zone::Gc, page);
     }
 }

@@ -9,7 +9,7 @@
 //! counts the page's blocks out, which those paths write anyway
 //! (`Page::note_alloc`, `Page::take_counts`), and added here on the
 //! page's slow paths and when the thread takes its own `stats()`
-//! (`pages::fold_all_page_counts`). Counter updates on the fast paths cost
+//! (`pages::settle_counts`). Counter updates on the fast paths cost
 //! a miss-bound alloc/free loop (churn-batch-100k) 6 % of its time, their
 //! stores queueing behind the program's stores to blocks that miss the
 //! cache. Blocks of pages count as their block size; huge blocks as the

@@ -36,8 +36,8 @@ use core::cell::Cell;
 use core::ptr::{self, NonNull};
 pub(crate) use counters::Counters;
 pub(crate) use pages::{
-    after_local_free, after_sweep, give_up_page, needs_after_local_free, page_with_free_block,
-    release_unused_pages, settle_counts,
+    after_local_free, after_sweep, give_up_page, page_with_free_block, release_unused_pages,
+    settle_counts,
 };
 use queue::PageQueue;
 

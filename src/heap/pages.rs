@@ -221,23 +221,9 @@ fn free_owned_block(heap: &Heap, block: *mut Block) {
     clearer.clear(block);
     clearer.finish();
     let used = page.push_local(block);
-    if needs_after_local_free(page, used) {
+    if page.needs_slow_path_after_free(used) {
         after_local_free(heap, seg.zone, page);
     }
-}
-
-/// Whether a local free that left `used` blocks in `page` needs
-/// [`after_local_free`]. Inline in the free fast path, so that the common
-/// unused case — a small or medium page alone in its queue, which simply
-/// stays — costs no call.
-#[inline(always)]
-pub(crate) fn needs_after_local_free(page: &Page, used: u32) -> bool {
-    page.needs_slow_path_after_free(used)
-}
-
-/// An unused small or medium page that is its queue's only page stays.
-fn stays_when_unused(page: &Page) -> bool {
-    !page.leaves_when_unused()
 }
 
 /// The cold part of a local free: the page was full (back to its queue) or
@@ -263,7 +249,7 @@ pub(crate) fn after_local_free(heap: &Heap, zone: Zone, page: &Page) {
     if !page.is_unused() {
         return;
     }
-    if stays_when_unused(page) {
+    if !page.leaves_when_unused() {
         return;
     }
     let queue = &zone_heap.queues[page.bin.get() as usize];
